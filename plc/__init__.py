@@ -1,0 +1,1 @@
+"""Field side: the barrier register map, Modbus/TCP client, codec and batching poller."""

@@ -1,0 +1,1 @@
+"""Real backing services (Kafka, PostgreSQL, Redis) for tests and the local stack."""
