@@ -160,3 +160,13 @@ def test_wrong_files_are_rejected_naming_line_and_field(text: str, message: str)
 def test_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(RegisterMapError, match="cannot read the register map: No such file"):
         load_register_map(tmp_path / "nope.toml")
+
+
+def test_the_readme_example_loads() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    register_map = parse_register_map(example, source="README.md")
+    delivery = register_map.barrier(20).points
+    assert delivery.state == Point(Table.HOLDING_REGISTER, 400)
+    assert delivery.open_request == Point(Table.COIL, 100)
+    assert register_map.barrier(1).points == barrier_v1_points(0)
