@@ -79,7 +79,7 @@ class _PriorityLock:
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._release()  # granted and cancelled at once: pass the turn on
-                else:
+                elif entry in self._waiters:
                     self._waiters.remove(entry)
                     heapq.heapify(self._waiters)
                 raise

@@ -26,6 +26,10 @@ class BarrierReading(msgspec.Struct, frozen=True):
     heartbeat: int
     position: int
     occupied: bool
+    open_pending: bool = False
+    """The OPEN request coil still reads 1: the PLC has not accepted the request yet."""
+    close_pending: bool = False
+    """The CLOSE request coil still reads 1."""
 
 
 class DecodeError(ValueError):
@@ -79,18 +83,22 @@ def decode_reading(points: BarrierPoints, image: RegisterImage) -> BarrierReadin
             f"position {position} is outside 0..{POSITION_OPEN}",
         )
     heartbeat = _value(points, PointRole.HEARTBEAT, image)
-    occupied = _value(points, PointRole.OCCUPIED, image)
     return BarrierReading(
         state=state,
         fault=fault,
         heartbeat=heartbeat,
         position=position,
-        occupied=bool(occupied),
+        occupied=bool(_value(points, PointRole.OCCUPIED, image)),
+        open_pending=bool(_value(points, PointRole.OPEN_REQUEST, image)),
+        close_pending=bool(_value(points, PointRole.CLOSE_REQUEST, image)),
     )
 
 
 def encode_reading(points: BarrierPoints, reading: BarrierReading) -> dict[Point, int]:
-    """Return the value of every status point that reports `reading` (the simulator's side)."""
+    """Return the value of every status point that reports `reading` (the simulator's side).
+
+    The request coils are not status points: the PLC's master writes them and the PLC resets them.
+    """
     return {
         points.state: int(reading.state),
         points.fault: int(reading.fault),

@@ -271,3 +271,39 @@ def load_register_map(path: str | Path) -> RegisterMap:
     except OSError as exc:
         raise RegisterMapError(f"{path}: cannot read the register map: {exc.strerror}") from None
     return parse_register_map(text, source=str(path))
+
+
+def dump_register_map(register_map: RegisterMap) -> str:
+    """Write `register_map` as a register map file, every point explicit, that loads back equal."""
+    lines: list[str] = []
+    for ep in register_map.endpoints:
+        lines += [
+            "[[endpoints]]",
+            f"name = {_toml_string(ep.name)}",
+            f"host = {_toml_string(ep.host)}",
+            f"port = {ep.port}",
+            f"unit_id = {ep.unit_id}",
+            f"max_read_registers = {ep.max_read_registers}",
+            f"max_read_bits = {ep.max_read_bits}",
+            f"max_gap = {ep.max_gap}",
+            "",
+        ]
+    for b in register_map.barriers:
+        lines += [
+            "[[barriers]]",
+            f"id = {b.id}",
+            f"name = {_toml_string(b.name)}",
+            f"endpoint = {_toml_string(b.endpoint)}",
+            f"slot = {b.slot}",
+            "[barriers.addresses]",
+        ]
+        lines += [
+            f'{role.value} = {{ table = "{point.table.value}", address = {point.address} }}'
+            for role, point in b.points.by_role()
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

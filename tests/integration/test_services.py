@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from bridge.partitioning import partition_for_key
 from tests.services import DATABASE_ENV, REDIS_ENV
 
 DEADLINE = 30.0  # seconds; every wait below gives up after this
@@ -23,36 +24,11 @@ DEADLINE = 30.0  # seconds; every wait below gives up after this
 PARTITIONS = 3
 
 
-def java_partition(key: bytes, partitions: int) -> int:
-    """Partition the Java client (and aiokafka) picks for ``key``: murmur2, positive, modulo."""
-    m = 0x5BD1E995
-    h = (0x9747B28C ^ len(key)) & 0xFFFFFFFF
-    words = len(key) // 4
-    for i in range(words):
-        k = int.from_bytes(key[4 * i : 4 * i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    tail = key[4 * words :]
-    if len(tail) >= 3:
-        h ^= tail[2] << 16
-    if len(tail) >= 2:
-        h ^= tail[1] << 8
-    if tail:
-        h ^= tail[0]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return (h & 0x7FFFFFFF) % partitions
-
-
 @pytest.mark.integration
 def test_kafka_topic_produce_and_consume_in_a_group(kafka_bootstrap: str) -> None:
     # The reference partitioner itself, checked against Kafka's UtilsTest.testMurmur2 values.
     for reference_key, signed in [(b"21", -973932308), (b"foobar", -790332482)]:
-        assert java_partition(reference_key, 1000) == (signed & 0x7FFFFFFF) % 1000
+        assert partition_for_key(reference_key, 1000) == (signed & 0x7FFFFFFF) % 1000
 
     topic = f"services-{uuid.uuid4().hex}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
@@ -90,7 +66,7 @@ def test_kafka_topic_produce_and_consume_in_a_group(kafka_bootstrap: str) -> Non
     assert errors == []
     assert len(delivered) == len(sent)
     # murmur2_random partitions keyed messages exactly as the Java client does.
-    assert all(partition == java_partition(key, PARTITIONS) for key, partition in delivered)
+    assert all(partition == partition_for_key(key, PARTITIONS) for key, partition in delivered)
     assert len({partition for _, partition in delivered}) > 1
 
     consumer = Consumer(

@@ -18,10 +18,18 @@ pytestmark = pytest.mark.unit
 SLOT1 = barrier_v1_points(1)  # base address 8
 
 
-def image(state: int, fault: int, heartbeat: int, position: int, occupied: int) -> RegisterImage:
+def image(
+    state: int,
+    fault: int,
+    heartbeat: int,
+    position: int,
+    occupied: int,
+    coils: tuple[int, int] = (0, 0),
+) -> RegisterImage:
     return {
         Table.INPUT_REGISTER: {8: state, 9: fault, 10: heartbeat, 11: position},
         Table.DISCRETE_INPUT: {8: occupied},
+        Table.COIL: {8: coils[0], 9: coils[1]},
     }
 
 
@@ -47,7 +55,7 @@ def image(state: int, fault: int, heartbeat: int, position: int, occupied: int) 
         ),
     ],
 )
-def test_decode_table(raw: tuple[int, ...], expected: BarrierReading) -> None:
+def test_decode_table(raw: tuple[int, int, int, int, int], expected: BarrierReading) -> None:
     assert decode_reading(SLOT1, image(*raw)) == expected
 
 
@@ -61,7 +69,7 @@ def test_decode_table(raw: tuple[int, ...], expected: BarrierReading) -> None:
     ],
 )
 def test_nonsense_values_are_typed_errors(
-    raw: tuple[int, ...], error: type[DecodeError], fragment: str
+    raw: tuple[int, int, int, int, int], error: type[DecodeError], fragment: str
 ) -> None:
     with pytest.raises(error, match=fragment) as caught:
         decode_reading(SLOT1, image(*raw))
@@ -71,8 +79,19 @@ def test_nonsense_values_are_typed_errors(
     )
 
 
+@pytest.mark.parametrize(
+    ("coils", "open_pending", "close_pending"),
+    [((0, 0), False, False), ((1, 0), True, False), ((0, 1), False, True)],
+)
+def test_request_coils_show_whether_the_plc_accepted(
+    coils: tuple[int, int], open_pending: bool, close_pending: bool
+) -> None:
+    reading = decode_reading(SLOT1, image(2, 0, 0, 100, 0, coils))
+    assert (reading.open_pending, reading.close_pending) == (open_pending, close_pending)
+
+
 def test_missing_value_is_a_decode_error() -> None:
-    partial = {Table.INPUT_REGISTER: {8: 0, 9: 0, 10: 0, 11: 0}}
+    partial = {Table.INPUT_REGISTER: {8: 0, 9: 0, 10: 0, 11: 0}, Table.COIL: {8: 0, 9: 0}}
     with pytest.raises(DecodeError, match="occupied at discrete_input 8: not in the values read"):
         decode_reading(SLOT1, partial)
 
@@ -94,8 +113,9 @@ def test_encode_then_decode_round_trips_on_a_custom_layout() -> None:
     img: dict[Table, dict[int, int]] = {t: {} for t in Table}
     for point, value in values.items():
         img[point.table][point.address] = value
+    img[Table.COIL] |= {100: 0, 205: 1}
     assert decode_reading(points, img) == BarrierReading(
-        BarrierState.CLOSING, FaultCode.NONE, 5, 42, True
+        BarrierState.CLOSING, FaultCode.NONE, 5, 42, True, close_pending=True
     )
 
 

@@ -170,3 +170,10 @@ def test_the_readme_example_loads() -> None:
     assert delivery.state == Point(Table.HOLDING_REGISTER, 400)
     assert delivery.open_request == Point(Table.COIL, 100)
     assert register_map.barrier(1).points == barrier_v1_points(0)
+
+
+def test_a_dumped_map_loads_back_equal() -> None:
+    from plc.config import dump_register_map
+
+    register_map = parse_register_map(GOOD.replace('name = "Entry"', 'name = "Entry \\"A\\""'))
+    assert parse_register_map(dump_register_map(register_map)) == register_map

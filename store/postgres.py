@@ -1,0 +1,443 @@
+"""PostgreSQL adapter: barriers, their commands and their history, every change one transaction.
+
+The store records what the bridge decided; it decides nothing. Times cross this boundary as unix
+seconds (floats) and are converted in SQL: ``to_timestamp`` on the way in, ``extract(epoch)`` on
+the way out (``barriers.last_updated`` is a ``TIMESTAMP`` holding UTC, the others ``TIMESTAMPTZ``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Self
+
+import msgspec
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from plc.registers import BarrierConfig
+from store.migrations import migrate
+from store.types import (
+    COMMAND_EVENTS,
+    CONFIRMED_STATUSES,
+    BarrierStatus,
+    CommandKind,
+    CommandState,
+    EventType,
+)
+
+
+class StoreUnavailable(Exception):
+    """PostgreSQL cannot be reached, so nothing was recorded; retry once it is back."""
+
+
+class NewCommand(msgspec.Struct, frozen=True):
+    """A command the bridge has taken on, to be recorded once per ``command_id``."""
+
+    command_id: str
+    """A UUID: recording the same one again does nothing."""
+    barrier_id: int
+    kind: CommandKind
+    actor: str
+    requested_at: float
+    accepted_at: float
+    source: str
+    """``topic/partition/offset`` of the Kafka record, or ``api``."""
+    state: CommandState = CommandState.ACCEPTED
+    """The state it is recorded in: ``expired`` for one consumed too late, for instance."""
+    detail: str | None = None
+
+
+class CommandRecord(msgspec.Struct, frozen=True):
+    """One row of ``commands``; times are unix seconds."""
+
+    command_id: str
+    barrier_id: int
+    kind: CommandKind
+    actor: str
+    state: CommandState
+    requested_at: float
+    accepted_at: float
+    written_at: float | None
+    finished_at: float | None
+    """Set when the command reaches a terminal state."""
+    detail: str | None
+    fault: str | None
+    source: str | None
+    consumed_to_written_ms: float | None
+    written_to_confirmed_ms: float | None
+    """From the last write to the terminal state, whatever that state is."""
+
+
+class BarrierRow(msgspec.Struct, frozen=True):
+    """One row of ``barriers``: the last confirmed status, not the live one."""
+
+    id: int
+    name: str
+    status: BarrierStatus | None
+    """None until the first confirmation."""
+    fault: str | None
+    position: int | None
+    last_updated: float | None
+    active: bool
+    """False once the barrier has left the register map (its history stays)."""
+
+
+_COMMAND_COLUMNS = """
+    command_id::text AS command_id, barrier_id, kind, actor, state,
+    extract(epoch FROM requested_at)::float8 AS requested_at,
+    extract(epoch FROM accepted_at)::float8 AS accepted_at,
+    extract(epoch FROM written_at)::float8 AS written_at,
+    extract(epoch FROM finished_at)::float8 AS finished_at,
+    detail, fault, source, consumed_to_written_ms, written_to_confirmed_ms
+"""
+
+_UPSERT_BARRIER = """
+INSERT INTO barriers (id, name, endpoint, slot, points, active)
+VALUES (%(id)s, %(name)s, %(endpoint)s, %(slot)s, %(points)s, true)
+ON CONFLICT (id) DO UPDATE SET
+    name = EXCLUDED.name,
+    endpoint = EXCLUDED.endpoint,
+    slot = EXCLUDED.slot,
+    points = EXCLUDED.points,
+    active = true
+"""
+
+_DEACTIVATE_OTHER_BARRIERS = "UPDATE barriers SET active = false WHERE active AND id <> ALL(%s)"
+
+# Ids come from the register map; the sequence must still hand out fresh ones past them.
+_ADVANCE_BARRIER_ID_SEQUENCE = """
+SELECT setval(pg_get_serial_sequence('barriers', 'id'), COALESCE(max(id), 0) + 1, false)
+FROM barriers
+"""
+
+_INSERT_COMMAND = f"""
+INSERT INTO commands (
+    command_id, barrier_id, kind, actor, state,
+    requested_at, accepted_at, finished_at, detail, source
+) VALUES (
+    %(command_id)s, %(barrier_id)s, %(kind)s, %(actor)s, %(state)s,
+    to_timestamp(%(requested_at)s), to_timestamp(%(accepted_at)s), to_timestamp(%(finished_at)s),
+    %(detail)s, %(source)s
+)
+ON CONFLICT (command_id) DO NOTHING
+RETURNING {_COMMAND_COLUMNS}
+"""
+
+_SELECT_COMMAND = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = %s"
+
+# The WHERE clause refuses to move a command that has already ended.
+_ADVANCE_COMMAND = """
+UPDATE commands SET
+    state = %(state)s,
+    written_at = CASE WHEN %(written)s THEN to_timestamp(%(at)s) ELSE written_at END,
+    consumed_to_written_ms = CASE WHEN %(written)s
+        THEN 1000 * extract(epoch FROM to_timestamp(%(at)s) - accepted_at)::float8
+        ELSE consumed_to_written_ms END,
+    finished_at = CASE WHEN %(terminal)s THEN to_timestamp(%(at)s) END,
+    written_to_confirmed_ms = CASE WHEN %(terminal)s
+        THEN 1000 * extract(epoch FROM to_timestamp(%(at)s) - written_at)::float8 END,
+    detail = COALESCE(%(detail)s, detail),
+    fault = COALESCE(%(fault)s, fault)
+WHERE command_id = %(command_id)s AND state <> ALL(%(terminal_states)s)
+RETURNING barrier_id, actor
+"""
+
+_INSERT_EVENT = """
+INSERT INTO barrier_events (barrier_id, event_type, command_id, actor, status, detail, created_at)
+VALUES (
+    %(barrier_id)s, %(event_type)s, %(command_id)s, %(actor)s, %(status)s, %(detail)s,
+    to_timestamp(%(at)s)
+)
+"""
+
+_CONFIRM_BARRIER_STATUS = """
+UPDATE barriers SET
+    status = %(status)s,
+    last_updated = to_timestamp(%(at)s) AT TIME ZONE 'UTC',
+    fault = %(fault)s,
+    position = COALESCE(%(position)s, position)
+WHERE id = %(barrier_id)s
+"""
+
+_SELECT_BARRIERS = """
+SELECT id, name, status, fault, position,
+       extract(epoch FROM last_updated)::float8 AS last_updated, active
+FROM barriers
+ORDER BY id
+"""
+
+_TERMINAL_STATES = [state.value for state in CommandState if state.terminal]
+
+
+def _jsonb(value: object) -> Jsonb:
+    """Wrap `value` for a JSONB parameter, encoded by msgspec (Structs and enums included)."""
+    return Jsonb(value, dumps=msgspec.json.encode)
+
+
+class BarrierStore:
+    """The PostgreSQL record of barriers, commands and events, over a connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(
+        cls, url: str, *, min_size: int = 1, max_size: int = 8, acquire_timeout: float = 5.0
+    ) -> Self:
+        """Connect to `url` (a libpq URL or conninfo string); raise StoreUnavailable if it fails.
+
+        `acquire_timeout` bounds opening and every later wait for a connection.
+        """
+        pool = AsyncConnectionPool(
+            url,
+            connection_class=AsyncConnection[DictRow],
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            min_size=min_size,
+            max_size=max_size,
+            timeout=acquire_timeout,
+            check=AsyncConnectionPool.check_connection,
+            name="barrier-store",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=acquire_timeout)
+        except psycopg.OperationalError as error:
+            await pool.close()
+            raise StoreUnavailable(f"PostgreSQL is unavailable: {error}") from error
+        return cls(pool)
+
+    async def close(self) -> None:
+        """Close every connection."""
+        await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def migrate(self) -> list[int]:
+        """Apply the missing schema migrations; return the versions applied now."""
+        async with self._connection() as conn:
+            return await migrate(conn)
+
+    async def sync_barriers(self, barriers: Iterable[BarrierConfig]) -> None:
+        """Make ``barriers`` match the register map: upsert these, mark the others inactive."""
+        rows = [
+            {
+                "id": barrier.id,
+                "name": barrier.name,
+                "endpoint": barrier.endpoint,
+                "slot": barrier.slot,
+                "points": _jsonb(barrier.points),
+            }
+            for barrier in barriers
+        ]
+        async with self._transaction() as conn:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(_UPSERT_BARRIER, rows)
+            await conn.execute(_DEACTIVATE_OTHER_BARRIERS, ([row["id"] for row in rows],))
+            await conn.execute(_ADVANCE_BARRIER_ID_SEQUENCE)
+
+    async def start_command(self, cmd: NewCommand) -> tuple[CommandRecord, bool]:
+        """Record `cmd` and its event once; return the record and whether this call created it.
+
+        A redelivered ``command_id`` writes nothing and returns the record as it stands.
+        """
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                _INSERT_COMMAND,
+                {
+                    "command_id": cmd.command_id,
+                    "barrier_id": cmd.barrier_id,
+                    "kind": cmd.kind,
+                    "actor": cmd.actor,
+                    "state": cmd.state,
+                    "requested_at": cmd.requested_at,
+                    "accepted_at": cmd.accepted_at,
+                    "finished_at": cmd.accepted_at if cmd.state.terminal else None,
+                    "detail": cmd.detail,
+                    "source": cmd.source,
+                },
+            )
+            inserted = await cursor.fetchone()
+            if inserted is None:
+                cursor = await conn.execute(_SELECT_COMMAND, (cmd.command_id,))
+                existing = await cursor.fetchone()
+                # The row that conflicted is committed: ON CONFLICT waited for its transaction.
+                assert existing is not None, cmd.command_id
+                return msgspec.convert(existing, CommandRecord), False
+            detail: dict[str, object] = {"kind": cmd.kind, "source": cmd.source}
+            if cmd.detail is not None:
+                detail["detail"] = cmd.detail
+            await _record(
+                conn,
+                barrier_id=cmd.barrier_id,
+                event_type=COMMAND_EVENTS[cmd.state],
+                at=cmd.accepted_at,
+                command_id=cmd.command_id,
+                actor=cmd.actor,
+                detail=detail,
+            )
+            return msgspec.convert(inserted, CommandRecord), True
+
+    async def advance_command(
+        self,
+        command_id: str,
+        state: CommandState,
+        *,
+        at: float,
+        detail: str | None = None,
+        fault: str | None = None,
+        barrier_status: BarrierStatus | None = None,
+        event_detail: Mapping[str, object] | None = None,
+    ) -> bool:
+        """Move a command to `state` with its event, and the barrier's status if confirmed.
+
+        All in one transaction. Entering ``written`` stamps ``written_at`` and the
+        consumed→written latency; a terminal state stamps ``finished_at`` and the
+        written→finished latency. Return False, writing nothing, if the command is unknown or
+        has already ended. `detail` and `fault` replace the command's only when given.
+        """
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                _ADVANCE_COMMAND,
+                {
+                    "command_id": command_id,
+                    "state": state,
+                    "at": at,
+                    "written": state is CommandState.WRITTEN,
+                    "terminal": state.terminal,
+                    "detail": detail,
+                    "fault": fault,
+                    "terminal_states": _TERMINAL_STATES,
+                },
+            )
+            command = await cursor.fetchone()
+            if command is None:
+                return False
+            await _record(
+                conn,
+                barrier_id=command["barrier_id"],
+                event_type=COMMAND_EVENTS[state],
+                at=at,
+                command_id=command_id,
+                actor=command["actor"],
+                status=barrier_status,
+                detail=event_detail,
+                fault=fault,
+            )
+        return True
+
+    async def record_event(
+        self,
+        barrier_id: int,
+        event_type: EventType,
+        *,
+        at: float,
+        status: BarrierStatus | None = None,
+        detail: Mapping[str, object] | None = None,
+        command_id: str | None = None,
+        actor: str | None = None,
+        fault: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        """Record an event and, for a confirmed `status`, the barrier's status: one transaction."""
+        async with self._transaction() as conn:
+            await _record(
+                conn,
+                barrier_id=barrier_id,
+                event_type=event_type,
+                at=at,
+                command_id=command_id,
+                actor=actor,
+                status=status,
+                detail=detail,
+                fault=fault,
+                position=position,
+            )
+
+    async def get_command(self, command_id: str) -> CommandRecord | None:
+        """Return the command recorded as `command_id`, or None."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(_SELECT_COMMAND, (command_id,))
+            row = await cursor.fetchone()
+        return None if row is None else msgspec.convert(row, CommandRecord)
+
+    async def barrier_rows(self) -> list[BarrierRow]:
+        """Return every barrier, active or not, by id."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(_SELECT_BARRIERS)
+            rows = await cursor.fetchall()
+        return msgspec.convert(rows, list[BarrierRow])
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[DictRow]]:
+        """Lend a pooled autocommit connection; turn a lost database into StoreUnavailable."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"PostgreSQL is unavailable: {error}") from error
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection[DictRow]]:
+        """Lend a pooled connection inside a transaction that commits when the block ends."""
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+
+async def _record(
+    conn: AsyncConnection[DictRow],
+    *,
+    barrier_id: int,
+    event_type: EventType,
+    at: float,
+    command_id: str | None = None,
+    actor: str | None = None,
+    status: BarrierStatus | None = None,
+    detail: Mapping[str, object] | None = None,
+    fault: str | None = None,
+    position: int | None = None,
+) -> None:
+    """Insert a history row; for a confirmed `status` also update the barrier's durable status.
+
+    The fault, when given, goes into the event's detail as well, so the history is complete.
+    A confirmed status sets ``fault`` as given (None clears it) and keeps an unknown position.
+    """
+    event_detail = dict(detail or {})
+    if fault is not None:
+        event_detail["fault"] = fault
+    await conn.execute(
+        _INSERT_EVENT,
+        {
+            "barrier_id": barrier_id,
+            "event_type": event_type,
+            "command_id": command_id,
+            "actor": actor,
+            "status": status,
+            "detail": _jsonb(event_detail),
+            "at": at,
+        },
+    )
+    if status in CONFIRMED_STATUSES:
+        await conn.execute(
+            _CONFIRM_BARRIER_STATUS,
+            {
+                "barrier_id": barrier_id,
+                "status": status,
+                "at": at,
+                "fault": fault,
+                "position": position,
+            },
+        )
