@@ -8,12 +8,12 @@ import logging
 import signal
 import sys
 
-from bridge.kafka import AsyncProducer
 from bridge.metrics import BridgeMetrics
 from bridge.service import Bridge
 from bridge.settings import BridgeSettings, describe_settings, load_settings
 from plc.config import RegisterMapError, load_register_map
 from store.cache import StatusCache
+from store.kafka import AsyncProducer
 from store.postgres import BarrierStore
 
 log = logging.getLogger("bridge")

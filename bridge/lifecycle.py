@@ -28,6 +28,9 @@ class CommandTimings(msgspec.Struct, frozen=True):
     """Seconds from acceptance to confirmation before the command ends `timed_out`."""
     write_retry: float = 0.5
     """Seconds between attempts to write the request coil while the link is down."""
+    resume_grace: float = 3.0
+    """Seconds a command resumed after a restart waits for a fresh reading even if its deadline
+    passed while no bridge was watching: the barrier may well have got there meanwhile."""
 
 
 class Execution(msgspec.Struct, frozen=True):
@@ -88,9 +91,12 @@ def begin(
     )
     if resumed in (CommandState.WRITTEN, CommandState.MOVING):
         resumed_execution = msgspec.structs.replace(
-            execution, state=resumed, written_at=written_at or started
+            execution,
+            state=resumed,
+            written_at=written_at or started,
+            deadline_at=max(execution.deadline_at, now + timings.resume_grace),
         )
-        return check_deadline(resumed_execution, now)[0], [PollFast(timings.deadline)]
+        return resumed_execution, [PollFast(resumed_execution.deadline_at - now)]
     if now - command.requested_at > timings.ttl:
         age = now - command.requested_at
         return _finish(

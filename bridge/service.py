@@ -20,14 +20,6 @@ from typing import TypeVar
 
 import msgspec
 
-from bridge.kafka import (
-    AsyncProducer,
-    CommandConsumer,
-    KafkaUnavailable,
-    Record,
-    ensure_topics,
-    partition_count,
-)
 from bridge.lifecycle import (
     Action,
     CommandTimings,
@@ -62,8 +54,23 @@ from plc.poller import BarrierSample, Poller, PollSettings
 from plc.quality import Quality, QualityLimits
 from plc.registers import BarrierState, PlcEndpoint, RegisterMap
 from store.cache import CacheUnavailable, StatusCache
+from store.kafka import (
+    AsyncProducer,
+    CommandConsumer,
+    KafkaUnavailable,
+    Record,
+    ensure_topics,
+    partition_count,
+)
 from store.postgres import BarrierStore, NewCommand, StoreUnavailable
-from store.types import BarrierStatus, CommandKind, CommandState, PendingCommand, StatusRecord
+from store.types import (
+    BarrierStatus,
+    CommandKind,
+    CommandState,
+    PendingCommand,
+    StatusRecord,
+    present,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +207,8 @@ class CommandRun:
         wake_at = min(execution.deadline_at, execution.retry_at or math.inf)
         item: BarrierSample | Command | None
         try:
-            item = await asyncio.wait_for(self.inbox.get(), max(wake_at - bridge.wall(), 0.0))
+            async with asyncio.timeout(max(wake_at - bridge.wall(), 0.0)):
+                item = await self.inbox.get()
         except TimeoutError:
             item = None
         now = bridge.wall()
@@ -539,7 +547,7 @@ class Bridge:
             await self._dirty_event.wait()
             self._dirty_event.clear()
             batch, self._dirty = self._dirty, {}
-            records = [self.records[b] for b in batch if b in self.records]
+            records = [present(self.records[b]) for b in batch if b in self.records]
             try:
                 await self.cache.put_many(records, publish={b for b, p in batch.items() if p})
             except CacheUnavailable as exc:
@@ -646,7 +654,9 @@ class Bridge:
             if await self.cache.has_sentinel(self.settings.instance_id):
                 return
             log.info("Redis lost this bridge's records: rebuilding %d", len(self.records))
-            await self.cache.rebuild(list(self.records.values()), owner=self.settings.instance_id)
+            await self.cache.rebuild(
+                [present(r) for r in self.records.values()], owner=self.settings.instance_id
+            )
         except CacheUnavailable as exc:
             log.warning("Redis unavailable: %s", exc)
 
@@ -725,6 +735,6 @@ class Bridge:
         with contextlib.suppress(CacheUnavailable):
             if self._dirty:
                 await self.cache.put_many(
-                    [self.records[b] for b in self._dirty if b in self.records],
+                    [present(self.records[b]) for b in self._dirty if b in self.records],
                     publish={b for b, p in self._dirty.items() if p},
                 )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
 import os
 import socket
 from collections.abc import Mapping
 
 import msgspec
+
+from store.settings import describe, load_from_env
 
 ENV_PREFIX = "BRIDGE_"
 
@@ -63,44 +62,11 @@ class BridgeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Python logging level."""
 
 
-def field_docs(cls: type[msgspec.Struct]) -> dict[str, str]:
-    """Each field's docstring (the string literal under it in the class body)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
-    docs: dict[str, str] = {}
-    for node, following in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = following.value.value
-    return docs
-
-
 def load_settings(environ: Mapping[str, str] = os.environ) -> BridgeSettings:
     """Read `BridgeSettings` from ``BRIDGE_*`` variables; raise ValueError naming a bad one."""
-    raw: dict[str, str] = {}
-    for field in msgspec.structs.fields(BridgeSettings):
-        name = ENV_PREFIX + field.name.upper()
-        if name in environ:
-            raw[field.name] = environ[name]
-    try:
-        return msgspec.convert(raw, BridgeSettings, strict=False)
-    except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `$.")
-        field_name = ENV_PREFIX + path.rstrip("`").upper() if path else "settings"
-        raise ValueError(f"{field_name}: {message}") from None
+    return load_from_env(BridgeSettings, ENV_PREFIX, environ)
 
 
 def describe_settings() -> str:
     """The settings as help text: variable, default and meaning."""
-    docs = field_docs(BridgeSettings)
-    lines = ["environment variables:"]
-    for field in msgspec.structs.fields(BridgeSettings):
-        default = "(host name)" if field.name == "instance_id" else repr(field.default)
-        lines.append(f"  {ENV_PREFIX}{field.name.upper()}  default {default}")
-        lines.append(f"      {docs.get(field.name, '')}")
-    return "\n".join(lines)
+    return describe(BridgeSettings, ENV_PREFIX, {"instance_id": "(host name)"})

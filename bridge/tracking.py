@@ -12,7 +12,12 @@ import msgspec
 from plc.poller import BarrierSample
 from plc.quality import Quality
 from plc.registers import BarrierState, FaultCode
-from store.types import BarrierStatus, EventType, PendingCommand, StatusRecord
+from store.types import (
+    BarrierStatus,
+    EventType,
+    PendingCommand,
+    StatusRecord,
+)
 
 STATUS_OF_STATE: dict[BarrierState, BarrierStatus] = {
     BarrierState.CLOSED: BarrierStatus.CLOSED,

@@ -184,7 +184,8 @@ class PlcClient:
             self.requests_sent += 1
             try:
                 # pymodbus applies its own timeout; the outer one guards against a hang anywhere.
-                pdu = await asyncio.wait_for(call(modbus), self.timeout * 2)
+                async with asyncio.timeout(self.timeout * 2):
+                    pdu = await call(modbus)
             except (TimeoutError, ModbusIOException) as exc:
                 # Drop the connection so that a late answer cannot be taken for the next one.
                 self._link_failed()
@@ -215,7 +216,8 @@ class PlcClient:
             name=self.endpoint.name,
         )
         try:
-            ok = await asyncio.wait_for(modbus.connect(), self.timeout * 2)
+            async with asyncio.timeout(self.timeout * 2):
+                ok = await modbus.connect()
         except (TimeoutError, OSError):
             ok = False
         if not ok:

@@ -61,6 +61,9 @@ class EndpointStats(msgspec.Struct):
     last_cycle_seconds: float = 0.0
 
 
+STOP_RECANCEL = 0.05
+"""Seconds `Poller.stop` waits for a cancelled loop to end before cancelling it again."""
+
 SampleSink = Callable[[PlcEndpoint, list[BarrierSample]], None]
 """Receives the samples of the barriers read in one cycle of one endpoint."""
 
@@ -184,7 +187,8 @@ class EndpointPoller:
                 wait = next_full - now
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await self._wake.wait()
 
     async def poll_once(self) -> list[BarrierSample]:
         """Read every barrier of the endpoint once; return their samples (also sent to the sink)."""
@@ -281,9 +285,17 @@ class Poller:
         ]
 
     async def stop(self) -> None:
-        """Stop every loop and close every connection."""
-        for task in self._tasks:
-            task.cancel()
+        """Stop every loop and close every connection.
+
+        Python 3.11's `asyncio.wait_for` (ours and pymodbus's) drops a cancellation that comes
+        just as the awaited answer arrives, so a loop may outlive one `cancel()`: cancel again
+        until every loop has ended.
+        """
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         for loop in self.endpoints.values():

@@ -6,7 +6,16 @@ atomically. PostgreSQL holds the truth; Redis is a cache that can be rebuilt fro
 
 from store.cache import CacheUnavailable, StatusCache
 from store.migrations import MIGRATIONS, migrate
-from store.postgres import BarrierRow, BarrierStore, CommandRecord, NewCommand, StoreUnavailable
+from store.postgres import (
+    BarrierRow,
+    BarrierStore,
+    CommandRecord,
+    EventFilter,
+    EventRow,
+    IdempotentAnswer,
+    NewCommand,
+    StoreUnavailable,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -14,6 +23,9 @@ __all__ = [
     "BarrierStore",
     "CacheUnavailable",
     "CommandRecord",
+    "EventFilter",
+    "EventRow",
+    "IdempotentAnswer",
     "NewCommand",
     "StatusCache",
     "StoreUnavailable",

@@ -82,7 +82,25 @@ CREATE INDEX barrier_events_command ON barrier_events (command_id) WHERE command
 CREATE INDEX barrier_events_type_newest ON barrier_events (event_type, created_at DESC, id DESC);
 """
 
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "initial schema", _V1_INITIAL),)
+# The API's Idempotency-Key: the first answer to a key is kept per caller and returned to its
+# retries. A row without a response is a request still in progress.
+_V2_IDEMPOTENCY = """
+CREATE TABLE idempotency_keys (
+    actor TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status_code INT,
+    response JSONB,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (actor, key)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "initial schema", _V1_INITIAL),
+    (2, "idempotency keys", _V2_IDEMPOTENCY),
+)
 """Every migration as ``(version, name, SQL)``, in the order they apply; append, never edit."""
 
 

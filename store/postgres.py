@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -71,6 +72,40 @@ class CommandRecord(msgspec.Struct, frozen=True):
     consumed_to_written_ms: float | None
     written_to_confirmed_ms: float | None
     """From the last write to the terminal state, whatever that state is."""
+
+
+class EventRow(msgspec.Struct, frozen=True):
+    """One row of the ``barrier_events`` history."""
+
+    id: int
+    barrier_id: int
+    event_type: str
+    command_id: str | None
+    actor: str | None
+    status: str | None
+    detail: dict[str, object]
+    created_at: datetime
+
+
+class EventFilter(msgspec.Struct, frozen=True):
+    """Which events to list; every field is optional."""
+
+    barrier_id: int | None = None
+    event_type: str | None = None
+    command_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after: tuple[datetime, int] | None = None
+    """Keyset cursor: list only events older than this (created_at, id)."""
+
+
+class IdempotentAnswer(msgspec.Struct, frozen=True):
+    """What an earlier request with the same Idempotency-Key got, or that it is still running."""
+
+    request: str
+    """What that request asked (to tell a retry from a different request under the same key)."""
+    status_code: int | None
+    response: dict[str, object] | None
 
 
 class BarrierRow(msgspec.Struct, frozen=True):
@@ -172,6 +207,41 @@ ORDER BY id
 """
 
 _TERMINAL_STATES = [state.value for state in CommandState if state.terminal]
+
+# Keyset pagination, newest first: the cursor is the (created_at, id) of the last row served.
+_SELECT_EVENTS = """
+SELECT id, barrier_id, event_type, command_id::text AS command_id, actor, status, detail,
+       created_at
+FROM barrier_events
+WHERE (%(barrier_id)s::int IS NULL OR barrier_id = %(barrier_id)s)
+  AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s)
+  AND (%(command_id)s::uuid IS NULL OR command_id = %(command_id)s)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+  AND (%(after_at)s::timestamptz IS NULL
+       OR created_at < %(after_at)s
+       OR (created_at = %(after_at)s AND id < %(after_id)s))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+_CLAIM_KEY = """
+INSERT INTO idempotency_keys (actor, key, request) VALUES (%(actor)s, %(key)s, %(request)s)
+ON CONFLICT (actor, key) DO NOTHING
+RETURNING actor
+"""
+
+_SELECT_KEY = """
+SELECT request, status_code, response FROM idempotency_keys
+WHERE actor = %(actor)s AND key = %(key)s
+"""
+
+_COMPLETE_KEY = """
+UPDATE idempotency_keys SET status_code = %(status_code)s, response = %(response)s
+WHERE actor = %(actor)s AND key = %(key)s
+"""
+
+_RELEASE_KEY = "DELETE FROM idempotency_keys WHERE actor = %(actor)s AND key = %(key)s"
 
 
 def _jsonb(value: object) -> Jsonb:
@@ -380,6 +450,61 @@ class BarrierStore:
             cursor = await conn.execute(_SELECT_BARRIERS)
             rows = await cursor.fetchall()
         return msgspec.convert(rows, list[BarrierRow])
+
+    async def events(self, where: EventFilter, limit: int) -> list[EventRow]:
+        """The events matching `where`, newest first, at most `limit` of them."""
+        after_at, after_id = where.after if where.after is not None else (None, None)
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                _SELECT_EVENTS,
+                {
+                    "barrier_id": where.barrier_id,
+                    "event_type": where.event_type,
+                    "command_id": where.command_id,
+                    "since": where.since,
+                    "until": where.until,
+                    "after_at": after_at,
+                    "after_id": after_id,
+                    "limit": limit,
+                },
+            )
+            rows = await cursor.fetchall()
+        return [EventRow(**row) for row in rows]
+
+    async def claim_idempotency_key(
+        self, actor: str, key: str, request: str
+    ) -> IdempotentAnswer | None:
+        """Claim `key` for `actor`'s request; None if claimed now, else the earlier request's."""
+        params = {"actor": actor, "key": key, "request": request}
+        async with self._transaction() as conn:
+            cursor = await conn.execute(_CLAIM_KEY, params)
+            if await cursor.fetchone() is not None:
+                return None
+            cursor = await conn.execute(_SELECT_KEY, params)
+            row = await cursor.fetchone()
+        if row is None:  # released between the two statements: the caller may try again
+            return IdempotentAnswer(request=request, status_code=None, response=None)
+        return msgspec.convert(row, IdempotentAnswer)
+
+    async def complete_idempotency_key(
+        self, actor: str, key: str, status_code: int, response: Mapping[str, object]
+    ) -> None:
+        """Keep the answer to `actor`'s request under `key` for its retries."""
+        async with self._connection() as conn:
+            await conn.execute(
+                _COMPLETE_KEY,
+                {
+                    "actor": actor,
+                    "key": key,
+                    "status_code": status_code,
+                    "response": _jsonb(response),
+                },
+            )
+
+    async def release_idempotency_key(self, actor: str, key: str) -> None:
+        """Forget a claim whose request failed, so that a retry runs it afresh."""
+        async with self._connection() as conn:
+            await conn.execute(_RELEASE_KEY, {"actor": actor, "key": key})
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[DictRow]]:

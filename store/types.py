@@ -102,3 +102,32 @@ class StatusRecord(msgspec.Struct, frozen=True):
     updated_at: float = 0.0
     """Unix time this record was written."""
     pending: PendingCommand | None = None
+
+
+SHOWN_WHILE_PENDING = {
+    CommandKind.OPEN: (
+        BarrierStatus.OPENING,
+        frozenset({BarrierStatus.CLOSED, BarrierStatus.CLOSING}),
+    ),
+    CommandKind.CLOSE: (
+        BarrierStatus.CLOSING,
+        frozenset({BarrierStatus.OPENED, BarrierStatus.OPENING}),
+    ),
+}
+"""Per command kind: the status shown while it is pending, and the statuses it replaces."""
+
+
+def present(record: StatusRecord) -> StatusRecord:
+    """The record as clients see it: an accepted open shows ``opening`` at once, and so on.
+
+    From the moment a command is accepted until the PLC takes it, the PLC still reports the old
+    state; clients are shown where the barrier is going, with the pending command beside it.
+    A fault (``error``) is never hidden.
+    """
+    pending = record.pending
+    if pending is None or pending.state not in (CommandState.ACCEPTED, CommandState.WRITTEN):
+        return record
+    shown, replaces = SHOWN_WHILE_PENDING[pending.kind]
+    if record.status not in replaces:
+        return record
+    return msgspec.structs.replace(record, status=shown)

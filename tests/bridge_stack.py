@@ -16,13 +16,13 @@ import msgspec
 import psycopg
 from confluent_kafka import Consumer
 
-from bridge.kafka import AsyncProducer
 from bridge.messages import Command, command_key, encode_command
 from bridge.service import Bridge
 from bridge.settings import BridgeSettings
 from plc.config import dump_register_map
 from simulator import Simulator
 from store import BarrierStore, CommandRecord, StatusCache
+from store.kafka import AsyncProducer
 from store.types import CommandKind, StatusRecord
 from tests.services import KAFKA_ENV
 
@@ -131,15 +131,16 @@ class BridgeStack:
         self, tmp: Path, instance: str, metrics_port: int
     ) -> asyncio.subprocess.Process:
         """Start ``python -m bridge`` as a separate process; its log goes to a file in `tmp`."""
-        log = (tmp / f"bridge-{instance}.log").open("ab")
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            env=self.process_env(tmp, instance, metrics_port),
-            stdout=log,
-            stderr=log,
-        )
+        # The child writes to its own copy of the descriptor: ours is closed at once.
+        with (tmp / f"bridge-{instance}.log").open("ab") as log:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bridge",
+                env=self.process_env(tmp, instance, metrics_port),
+                stdout=log,
+                stderr=log,
+            )
 
     async def send(self, value: bytes, key: bytes | None) -> tuple[int, int]:
         """Produce a raw record to the commands topic; return its (partition, offset)."""

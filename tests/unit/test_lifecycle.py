@@ -231,7 +231,7 @@ def test_a_resumed_written_command_is_not_written_again() -> None:
     )
     assert execution.state is CommandState.WRITTEN
     assert execution.deadline_at == T0 + 15
-    assert actions == [PollFast(15.0)]
+    assert actions == [PollFast(10.0)]
     assert observed(execution, sample(S.OPENED, T0 + 5.1), T0 + 5.1).state is CommandState.CONFIRMED
 
 
@@ -283,3 +283,19 @@ def test_what_each_outcome_says_of_the_barrier(
     outcome: Execution, expected: BarrierStatus | None
 ) -> None:
     assert barrier_status_after(outcome) is expected
+
+
+def test_a_command_resumed_past_its_deadline_gets_one_look_at_the_plc() -> None:
+    execution, _ = begin(
+        command(),
+        T0 + 40,
+        TIMINGS,
+        resumed=CommandState.MOVING,
+        written_at=T0 + 0.01,
+        accepted_at=T0,
+    )
+    assert (execution.state, execution.deadline_at) == (CommandState.MOVING, T0 + 43)
+    assert (
+        observed(execution, sample(S.OPENED, T0 + 40.2), T0 + 40.2).state is CommandState.CONFIRMED
+    )
+    assert check_deadline(execution, T0 + 43)[0].state is CommandState.TIMED_OUT

@@ -7,7 +7,15 @@ from plc.codec import BarrierReading
 from plc.poller import BarrierSample
 from plc.quality import Quality
 from plc.registers import BarrierState, FaultCode
-from store.types import BarrierStatus, CommandKind, CommandState, EventType, PendingCommand
+from store.types import (
+    BarrierStatus,
+    CommandKind,
+    CommandState,
+    EventType,
+    PendingCommand,
+    StatusRecord,
+    present,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -147,3 +155,26 @@ def test_a_failed_command_latches_error_until_the_plc_reports_another_state() ->
         None,
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "state", "shown"),
+    [
+        (BarrierStatus.CLOSED, CommandKind.OPEN, CommandState.ACCEPTED, BarrierStatus.OPENING),
+        (BarrierStatus.CLOSED, CommandKind.OPEN, CommandState.WRITTEN, BarrierStatus.OPENING),
+        (BarrierStatus.CLOSING, CommandKind.OPEN, CommandState.WRITTEN, BarrierStatus.OPENING),
+        (BarrierStatus.OPENED, CommandKind.CLOSE, CommandState.ACCEPTED, BarrierStatus.CLOSING),
+        (BarrierStatus.OPENED, CommandKind.OPEN, CommandState.ACCEPTED, BarrierStatus.OPENED),
+        (BarrierStatus.ERROR, CommandKind.OPEN, CommandState.WRITTEN, BarrierStatus.ERROR),
+        (BarrierStatus.CLOSED, CommandKind.OPEN, CommandState.MOVING, BarrierStatus.CLOSED),
+        (BarrierStatus.CLOSED, CommandKind.OPEN, None, BarrierStatus.CLOSED),
+    ],
+)
+def test_clients_see_where_a_commanded_barrier_is_going(
+    status: BarrierStatus, kind: CommandKind, state: CommandState | None, shown: BarrierStatus
+) -> None:
+    pending = None if state is None else PendingCommand("c-1", kind, "alice", state)
+    record = StatusRecord(
+        barrier_id=5, name="Gate", status=status, quality=Quality.GOOD, pending=pending
+    )
+    assert present(record).status is shown

@@ -24,6 +24,9 @@ from confluent_kafka.cimpl import NewTopic
 
 log = logging.getLogger(__name__)
 
+CLIENT_LOG = logging.getLogger("librdkafka")
+"""librdkafka's own messages (e.g. a broker refusing connections) go to Python logging."""
+
 
 class KafkaUnavailable(Exception):
     """The broker did not acknowledge in time, or refused."""
@@ -82,6 +85,7 @@ class AsyncProducer:
                 "partitioner": "murmur2_random",
                 "linger.ms": 1,
                 "message.timeout.ms": int(timeout * 1000),
+                "logger": CLIENT_LOG,
             }
         )
         self._stop = threading.Event()
@@ -113,6 +117,13 @@ class AsyncProducer:
         except (KafkaException, BufferError) as exc:
             raise KafkaUnavailable(f"{topic}: {exc}") from exc
         return await done
+
+    async def ping(self) -> None:
+        """Raise KafkaUnavailable unless the broker answers a metadata request."""
+        try:
+            await asyncio.to_thread(self._producer.list_topics, timeout=1.0)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"broker does not answer: {exc}") from exc
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (up to `timeout`), then stop."""
@@ -165,6 +176,7 @@ class CommandConsumer:
             "heartbeat.interval.ms": max(session_timeout_ms // 4, 100),
             # With a Kafka-protocol broker the fetch wait sets the latency (see NOTES.md).
             "fetch.wait.max.ms": 10,
+            "logger": CLIENT_LOG,
         }
         self._on_assign = on_assign
         self._on_revoke = on_revoke

@@ -1,0 +1,1 @@
+"""The Litestar API: REST for people and systems, WebSocket for SCADA monitors."""

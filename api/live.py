@@ -1,0 +1,162 @@
+"""Live status over WebSocket: one Redis subscription per process, fanned out to every client.
+
+Each client has a bounded queue and a task of its own, so no client can slow another. A client
+whose queue overflows gets a fresh snapshot instead of the changes it missed (the snapshot is
+read when it is sent, so nothing is lost); a client that does not take a message within the
+send timeout is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from api.views import BarrierView, view_of_record
+from store import CacheUnavailable, StatusCache
+from store.types import StatusRecord
+
+log = logging.getLogger(__name__)
+
+RESUBSCRIBE_DELAY = 1.0
+"""Seconds between attempts to subscribe again after Redis went away."""
+
+
+class Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
+    """Every barrier the client watches, sent on connect and after a resync."""
+
+    barriers: list[BarrierView]
+
+
+class Change(msgspec.Struct, frozen=True, tag="status", tag_field="type"):
+    """One barrier's new status."""
+
+    barrier: BarrierView
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
+    """Keeps idle connections and their intermediaries alive; lets a client see a dead link."""
+
+    at: float
+
+
+LiveMessage = Snapshot | Change | Ping
+
+
+class Watcher:
+    """One WebSocket client's subscription: a filter and a bounded queue."""
+
+    def __init__(self, barrier_ids: frozenset[int] | None, size: int) -> None:
+        self.barrier_ids = barrier_ids
+        self.queue: asyncio.Queue[StatusRecord | None] = asyncio.Queue(size)
+        """Records to send; None asks for a fresh snapshot."""
+        self.resync_pending = False
+        self.resyncs = 0
+
+    def wants(self, barrier_id: int) -> bool:
+        """Whether the client watches `barrier_id`."""
+        return self.barrier_ids is None or barrier_id in self.barrier_ids
+
+    def offer(self, record: StatusRecord) -> None:
+        """Queue `record`, or, if the client is too far behind, ask for a resync instead."""
+        if not self.wants(record.barrier_id):
+            return
+        if self.resync_pending:
+            return  # the snapshot to come is read after this change: it shows it
+        try:
+            self.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.resync()
+
+    def resync(self) -> None:
+        """Drop what is queued and send a fresh snapshot next."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.resync_pending = True
+        self.resyncs += 1
+        self.queue.put_nowait(None)
+
+
+class Broadcaster:
+    """Runs the process's one subscription and hands every record to the watchers."""
+
+    def __init__(self, cache: StatusCache) -> None:
+        self.cache = cache
+        self.watchers: set[Watcher] = set()
+        self.subscribed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Subscribe in the background (again and again while Redis is away)."""
+        self._task = asyncio.create_task(self._run(), name="broadcast")
+
+    async def stop(self) -> None:
+        """Stop the subscription."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self.cache.subscribe() as records:
+                    self.subscribed.set()
+                    for watcher in self.watchers:
+                        watcher.resync()  # it may have missed changes while we were away
+                    async for record in records:
+                        for watcher in list(self.watchers):
+                            watcher.offer(record)
+            except CacheUnavailable as exc:
+                log.warning("status subscription lost: %s", exc)
+            self.subscribed.clear()
+            await asyncio.sleep(RESUBSCRIBE_DELAY)
+
+
+Send = Callable[[bytes], Awaitable[None]]
+
+
+class TooSlow(Exception):
+    """The client did not take a message within the send timeout."""
+
+
+async def serve_watcher(
+    watcher: Watcher,
+    send: Send,
+    snapshot: Callable[[], Awaitable[list[StatusRecord]]],
+    *,
+    stale_after: float,
+    ping_interval: float,
+    send_timeout: float,
+) -> None:
+    """Send a snapshot, then every change, and pings when idle; raise TooSlow for a stuck client."""
+
+    async def deliver(message: LiveMessage) -> None:
+        try:
+            async with asyncio.timeout(send_timeout):
+                await send(msgspec.json.encode(message))
+        except TimeoutError:
+            raise TooSlow from None
+
+    async def send_snapshot() -> None:
+        watcher.resync_pending = False  # changes from now on are queued again
+        records = [r for r in await snapshot() if watcher.wants(r.barrier_id)]
+        now = time.time()
+        await deliver(Snapshot([view_of_record(r, now, stale_after) for r in records]))
+
+    await send_snapshot()
+    while True:
+        try:
+            async with asyncio.timeout(ping_interval):
+                record = await watcher.queue.get()
+        except TimeoutError:
+            await deliver(Ping(time.time()))
+            continue
+        if record is None:
+            await send_snapshot()
+        else:
+            await deliver(Change(view_of_record(record, time.time(), stale_after)))
