@@ -14,12 +14,13 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Litestar, Request, Response, WebSocket, get, post, websocket
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import (
@@ -37,6 +38,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_202_ACCEPTED
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -85,8 +87,17 @@ from store.types import (
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = ["/health", "/metrics", "/schema"]
-"""Paths served without a token."""
+OPEN_PATHS = [
+    r"^/health$",
+    r"^/metrics$",
+    r"^/schema(?:/|$)",
+    r"^/$",
+    r"^/[\w-]+\.(?:html|css|js)$",
+]
+"""Paths served without a token: the dashboard's files too (the page asks for the token)."""
+
+DASHBOARD = Path(__file__).parent / "static"
+"""The dashboard's static files, served at ``/``."""
 
 DIRECTORY_TTL = 5.0
 """Seconds the list of barriers is reused before it is read from PostgreSQL again."""
@@ -111,13 +122,15 @@ class Adapters:
         self.store: BarrierStore | None = None
         self.cache = StatusCache(settings.redis_url, namespace=settings.cache_namespace)
         self.producer: AsyncProducer | None = None
-        self.broadcaster = Broadcaster(self.cache)
+        self.broadcaster = Broadcaster(self.cache, settings.stale_after)
         self._directory: dict[int, BarrierRow] = {}
         self._directory_read = -DIRECTORY_TTL
 
     async def open(self) -> None:
         """Open the pool, the producer and the one Redis subscription."""
         self.store = await BarrierStore.open(self.settings.database_url, acquire_timeout=2.0)
+        # Safe beside the bridge doing the same: a fresh install answers no 500 while it starts.
+        await self.store.migrate()
         self.producer = AsyncProducer(
             self.settings.kafka_bootstrap, timeout=self.settings.produce_timeout
         )
@@ -544,7 +557,7 @@ async def live(
     serving = asyncio.create_task(
         serve_watcher(
             watcher,
-            socket.send_bytes,
+            socket.send_text,
             snapshot,
             stale_after=adapters.settings.stale_after,
             ping_interval=adapters.settings.ws_ping_interval,
@@ -630,7 +643,20 @@ def create_app(settings: ApiSettings) -> Litestar:
             await adapters.close()
 
     return Litestar(
-        route_handlers=[BarrierController, get_command, health, ready, live, PrometheusController],
+        route_handlers=[
+            BarrierController,
+            get_command,
+            health,
+            ready,
+            live,
+            PrometheusController,
+            create_static_files_router(
+                path="/",
+                directories=[DASHBOARD],
+                html_mode=True,
+                cache_control=CacheControlHeader(no_cache=True),  # revalidate: no stale page
+            ),
+        ],
         state=State({"adapters": adapters}),
         lifespan=[lifespan],
         middleware=[

@@ -9,7 +9,6 @@ send timeout is disconnected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from api.views import BarrierView, view_of_record
+from plc.quality import Quality
 from store import CacheUnavailable, StatusCache
 from store.types import StatusRecord
 
@@ -84,22 +84,47 @@ class Watcher:
 class Broadcaster:
     """Runs the process's one subscription and hands every record to the watchers."""
 
-    def __init__(self, cache: StatusCache) -> None:
+    def __init__(self, cache: StatusCache, stale_after: float) -> None:
         self.cache = cache
+        self.stale_after = stale_after
         self.watchers: set[Watcher] = set()
         self.subscribed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._quality: dict[int, Quality] = {}
 
     def start(self) -> None:
-        """Subscribe in the background (again and again while Redis is away)."""
-        self._task = asyncio.create_task(self._run(), name="broadcast")
+        """Subscribe in the background (again and again while Redis is away), and sweep."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name="broadcast"),
+            asyncio.create_task(self._sweep(), name="staleness sweep"),
+        ]
 
     async def stop(self) -> None:
-        """Stop the subscription."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the subscription and the sweep."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        """Tell watchers of readings that went stale with nobody publishing (a stopped bridge).
+
+        Nothing is published for a barrier whose bridge stopped; its record only grows old.
+        Twice per staleness limit every record is judged again, and a barrier whose quality,
+        as shown, changed since the last sweep is sent to the watchers.
+        """
+        while True:
+            await asyncio.sleep(self.stale_after / 2)
+            try:
+                records = await self.cache.get_all()
+            except CacheUnavailable:
+                continue
+            now = time.time()
+            for record in records:
+                quality = view_of_record(record, now, self.stale_after).quality
+                if self._quality.get(record.barrier_id, quality) != quality:
+                    for watcher in list(self.watchers):
+                        watcher.offer(record)
+                self._quality[record.barrier_id] = quality
 
     async def _run(self) -> None:
         while True:
@@ -117,7 +142,7 @@ class Broadcaster:
             await asyncio.sleep(RESUBSCRIBE_DELAY)
 
 
-Send = Callable[[bytes], Awaitable[None]]
+Send = Callable[[str], Awaitable[None]]
 
 
 class TooSlow(Exception):
@@ -138,7 +163,7 @@ async def serve_watcher(
     async def deliver(message: LiveMessage) -> None:
         try:
             async with asyncio.timeout(send_timeout):
-                await send(msgspec.json.encode(message))
+                await send(msgspec.json.encode(message).decode())
         except TimeoutError:
             raise TooSlow from None
 

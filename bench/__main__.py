@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one parameter, e.g. plc.loop_seconds=5 or bridge.poll_barriers=[1000,2000]",
     )
     parser.add_argument(
+        "--label",
+        default="",
+        help="suffix of the result file and work directory names, e.g. a ladder of sizes",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -95,7 +100,7 @@ async def run_all(
     """Run each scenario in turn; print and write its result; return the exit status."""
     status = 0
     for scenario, scenario_params in zip(chosen, params, strict=True):
-        name = f"{scenario.name}-quick" if args.quick else scenario.name
+        name = "-".join(n for n in (scenario.name, "quick" * args.quick, args.label) if n)
         print(f"running {name} ...", file=sys.stderr, flush=True)
         result = await run_scenario(scenario, scenario_params, args.work / name, quick=args.quick)
         path = args.out / f"{name}.json"
@@ -124,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return asyncio.run(run_all(chosen, params, args))
     except KeyboardInterrupt:

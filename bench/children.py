@@ -18,12 +18,16 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import msgspec
 
 from plc.registers import RegisterMap, uniform_register_map
+from stack.services import free_port
 
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -76,6 +80,10 @@ class ChildProcess:
         self.env = dict(os.environ if env is None else env)
         self.stop_timeout = stop_timeout
         self._process: subprocess.Popen[bytes] | None = None
+        self.killed = False
+        """Whether the last stop had to SIGKILL the child (it ignored SIGTERM for too long)."""
+        self.exit_status: int | None = None
+        """The child's exit status once stopped."""
 
     @property
     def pid(self) -> int:
@@ -125,9 +133,11 @@ class ChildProcess:
             try:
                 process.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(self.stop_timeout)
+        self.exit_status = process.returncode
 
     def __enter__(self) -> Self:
         return self.start()
@@ -170,7 +180,9 @@ class SimulatorProcess(ChildProcess):
         barriers_per_endpoint: int,
         travel_time: float = 3.0,
         scan_interval: float = 0.05,
+        control: bool = False,
     ) -> None:
+        self.control_port = free_port() if control else 0
         super().__init__(
             "simulator",
             [
@@ -186,7 +198,7 @@ class SimulatorProcess(ChildProcess):
                 "--port",
                 "0",
                 "--control-port",
-                "0",
+                str(self.control_port),
                 "--travel-time",
                 str(travel_time),
                 "--scan-interval",
@@ -212,8 +224,21 @@ class SimulatorProcess(ChildProcess):
             text = self.log_path.read_text(errors="replace")
             text = text[text.rfind("=== ") :]  # this run's part of the log only
             ports = {int(m.group(1)): int(m.group(2)) for m in _ENDPOINT_LINE.finditer(text)}
-        for port in ports.values():
+        for port in [*ports.values(), *([self.control_port] if self.control_port else [])]:
             await wait_port(port, within=max(deadline - time.monotonic(), 1.0))
         return uniform_register_map(
             [(LOOPBACK, ports[i + 1]) for i in range(self.endpoints)], self.barriers_per_endpoint
         )
+
+    def _get_endpoints(self) -> list[dict[str, Any]]:
+        url = f"http://{LOOPBACK}:{self.control_port}/endpoints"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            body: list[dict[str, Any]] = msgspec.json.decode(reply.read())
+            return body
+
+    async def request_count(self) -> int:
+        """Modbus requests all the PLCs have received so far (needs ``control=True``)."""
+        if not self.control_port:
+            raise ChildError("the simulator was started without its control interface")
+        endpoints = await asyncio.to_thread(self._get_endpoints)
+        return sum(sum(e["request_counts"].values()) for e in endpoints)

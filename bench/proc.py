@@ -2,10 +2,11 @@
 
 A `ProcessMonitor` watches named processes ("bridge", "simulator", "postgres", ...) and measures
 each over a *window*: CPU seconds spent inside the window (user + system, all threads) and the
-peak resident set size. At the start of a window the kernel's peak-RSS counter (``VmHWM``) of each
-watched process is reset through ``/proc/PID/clear_refs``, so the peak belongs to the window; a
-background thread also samples ``VmRSS`` every `interval` seconds, which is what a process tree
-(PostgreSQL forks a backend per connection) is measured by.
+peak resident memory. At the start of a window the kernel's peak-RSS counter (``VmHWM``) of each
+watched process is reset through ``/proc/PID/clear_refs``, so the peak belongs to the window. A
+process tree (PostgreSQL forks a backend per connection) has no such counter: a background thread
+samples the sum of its processes' PSS (shared pages split among the processes sharing them, so
+PostgreSQL's shared buffers count once) every `interval` seconds and keeps the largest.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from bench.report import ProcessUsage
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 """Kernel clock ticks per second, the unit of CPU times in ``/proc/PID/stat``."""
+
+
+OTHERS_ROLE = "everything else on the machine"
 
 
 class ProcessGone(Exception):
@@ -65,6 +69,26 @@ def status_kib(pid: int, key: str) -> int:
     return 0
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy (not idle or waiting for I/O) since boot."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    # guest time is already included in user and nice.
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of `pid`: resident memory with shared pages split among sharers."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError as exc:
+        raise ProcessGone(pid) from exc
+    for line in lines:
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset the kernel's peak-RSS counter (``VmHWM``) of `pid`; False if not permitted."""
     try:
@@ -84,13 +108,20 @@ def command_line(pid: int) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and all its living descendants."""
+def children_index() -> dict[int, list[int]]:
+    """Every living process's children, by parent id (one scan of /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(ProcessGone, ValueError, IndexError):
                 children.setdefault(parent_of(int(entry.name)), []).append(int(entry.name))
+    return children
+
+
+def process_tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """`root` and all its living descendants (from `children`, or a fresh scan of /proc)."""
+    if children is None:
+        children = children_index()
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -130,12 +161,16 @@ def _tree_cpu(watched: Watched) -> tuple[float, int]:
     return total, len(pids)
 
 
-def _tree_rss_kib(watched: Watched) -> int:
-    pids = process_tree(watched.pid) if watched.tree else [watched.pid]
-    total = 0
-    for pid in pids:
+def _resident_kib(watched: Watched, children: dict[int, list[int]] | None) -> int:
+    """VmRSS of a single process; the sum of PSS of a tree (shared memory counted once)."""
+    if not watched.tree:
         with contextlib.suppress(ProcessGone):
-            total += status_kib(pid, "VmRSS")
+            return status_kib(watched.pid, "VmRSS")
+        return 0
+    total = 0
+    for pid in process_tree(watched.pid, children):
+        with contextlib.suppress(ProcessGone):
+            total += pss_kib(pid)
     return total
 
 
@@ -150,6 +185,7 @@ class Window:
         self._starts: dict[str, _Start] = {}
         self._peaks: dict[str, int] = {}
         self._began = 0.0
+        self._machine_busy = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
 
@@ -167,8 +203,9 @@ class Window:
                 continue
             reset_peak_rss(watched.pid)
             self._starts[watched.role] = _Start(cpu=cpu, lifetime_peak_kib=hwm, tree=count)
-            self._peaks[watched.role] = _tree_rss_kib(watched)
+            self._peaks[watched.role] = _resident_kib(watched, None)
         self._began = time.monotonic()
+        self._machine_busy = machine_busy_seconds()
         self._thread.start()
         return self
 
@@ -177,9 +214,10 @@ class Window:
             self._sample_once()
 
     def _sample_once(self) -> None:
+        children = children_index() if any(w.tree for w in self._watched) else None
         for watched in self._watched:
             if watched.role in self._starts:
-                rss = _tree_rss_kib(watched)
+                rss = _resident_kib(watched, children)
                 self._peaks[watched.role] = max(self._peaks.get(watched.role, 0), rss)
 
     def __exit__(
@@ -189,6 +227,7 @@ class Window:
         traceback: TracebackType | None,
     ) -> None:
         wall = time.monotonic() - self._began
+        machine_busy = machine_busy_seconds() - self._machine_busy
         self._stop.set()
         self._thread.join()
         self._sample_once()
@@ -202,7 +241,8 @@ class Window:
             except ProcessGone:
                 continue
             used = cpu - start.cpu
-            peak_kib = max(hwm, self._peaks.get(watched.role, 0))
+            # A tree's peak is its sampled PSS sum; a process's own high-water mark is exact.
+            peak_kib = self._peaks.get(watched.role, 0) if watched.tree else hwm
             self.usage.append(
                 ProcessUsage(
                     phase=self.phase,
@@ -218,13 +258,30 @@ class Window:
                     command=command_line(watched.pid),
                 )
             )
+        # Whatever else ran on the machine meanwhile: the noise under these figures.
+        others = max(machine_busy - sum(u.cpu_seconds for u in self.usage), 0.0)
+        self.usage.append(
+            ProcessUsage(
+                phase=self.phase,
+                role=OTHERS_ROLE,
+                pid=0,
+                ours=False,
+                processes=0,
+                wall_seconds=wall,
+                cpu_seconds=others,
+                cpu_percent=100.0 * others / wall if wall > 0 else 0.0,
+                peak_rss_mb=0.0,
+                lifetime_peak_rss_mb=0.0,
+                command="machine-wide busy CPU (/proc/stat) minus the processes above",
+            )
+        )
         self._monitor.usage.extend(self.usage)
 
 
 class ProcessMonitor:
     """Named processes to measure, and every window's measurements so far."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.watched: list[Watched] = []
         self.usage: list[ProcessUsage] = []

@@ -87,7 +87,7 @@ class ProcessUsage(msgspec.Struct, frozen=True, kw_only=True):
     cpu_percent: float
     """Percent of one core, averaged over the phase."""
     peak_rss_mb: float
-    """Peak resident memory within the phase (a tree: the peak of the sampled sum)."""
+    """Peak resident memory within the phase (a tree: the largest sampled sum of PSS)."""
     lifetime_peak_rss_mb: float
     """Peak resident memory of the root process since it started."""
     command: str = ""
@@ -203,6 +203,8 @@ def number(value: float | None) -> str:
     """Format a figure with as many digits as make sense for its size."""
     if value is None:
         return ""
+    if not math.isfinite(value):
+        return str(value)
     size = abs(value)
     if value == int(value) and size < 1e9:
         return f"{int(value):,}"
@@ -261,12 +263,12 @@ def render(result: ScenarioResult) -> str:
     prow = [
         [
             u.phase,
-            u.role + ("" if u.processes == 1 else f" ({u.processes} procs)"),
+            u.role + ("" if u.processes <= 1 else f" ({u.processes} procs)"),
             f"{u.cpu_percent:.1f}",
             f"{u.cpu_seconds:.2f}",
             f"{u.wall_seconds:.1f}",
-            f"{u.peak_rss_mb:.0f}",
-            f"{u.lifetime_peak_rss_mb:.0f}",
+            f"{u.peak_rss_mb:.0f}" if u.pid else "",
+            f"{u.lifetime_peak_rss_mb:.0f}" if u.pid else "",
         ]
         for u in result.processes
     ]

@@ -12,6 +12,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
 from bench.proc import ProcessMonitor
 from stack.services import KafkaBroker, PostgresServer, RedisServer
 
@@ -40,6 +44,12 @@ class Services:
     def redis_url(self) -> str:
         """The Redis URL."""
         return self.redis.url
+
+    def new_database(self, name: str) -> str:
+        """Create an empty database `name` on the PostgreSQL server; return its URL."""
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return make_conninfo(self.database_url, dbname=name)
 
     def __enter__(self) -> Self:
         try:

@@ -62,6 +62,7 @@ __all__ = [
     "RedisServer",
     "ServiceError",
     "free_port",
+    "parent_death_hook",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -163,7 +164,7 @@ def _listens(pid: int, port: int) -> bool:
     return False
 
 
-def _parent_death_hook(sig: int) -> Callable[[], None] | None:
+def parent_death_hook(sig: int) -> Callable[[], None] | None:
     """Return a ``preexec_fn`` that makes the child receive ``sig`` when we die, if possible.
 
     Linux only, and only from the main thread: the kernel sends the signal when the thread that
@@ -357,7 +358,7 @@ class _Service:
                 cwd="/",
                 env=_child_env(),
                 start_new_session=True,
-                preexec_fn=_parent_death_hook(self.stop_signal),
+                preexec_fn=parent_death_hook(self.stop_signal),
                 user=None if user is None else user[0],
                 group=None if user is None else user[1],
                 extra_groups=None if user is None else [],

@@ -251,3 +251,19 @@ class BridgeStack:
         finally:
             consumer.close()
         return out
+
+
+@asynccontextmanager
+async def simulated_stack(
+    kafka: str, db_url: str, redis_url: str, namespace: str, *, travel_time: float, **overrides: Any
+) -> AsyncIterator[BridgeStack]:
+    """A `BridgeStack` over a fresh 8-barrier simulator (2 PLCs), settings overridden."""
+    async with Simulator.uniform(
+        endpoints=2, barriers_per_endpoint=4, travel_time=travel_time, scan_interval=0.01
+    ) as sim:
+        built = BridgeStack(sim, kafka, db_url, redis_url, namespace)
+        built.settings = msgspec.structs.replace(built.settings, **overrides)
+        try:
+            yield built
+        finally:
+            await built.close()

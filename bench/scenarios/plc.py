@@ -65,6 +65,17 @@ class LoopRun(msgspec.Struct, frozen=True):
     usage: list[ProcessUsage]
 
 
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled but an await swallowed the cancel.
+
+    pymodbus 3.16 waits for each answer with ``asyncio.wait_for``, which on Python 3.11 returns
+    the answer instead of raising when the cancel lands just after the answer arrived.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _client_cpu(usage: list[ProcessUsage]) -> float:
     return sum(u.cpu_seconds for u in usage if u.role == BENCH_ROLE)
 
@@ -79,12 +90,14 @@ async def ours_loop(
         warm_until = time.perf_counter() + params.warmup_seconds
         while time.perf_counter() < warm_until:
             await client.read(Table.INPUT_REGISTER, address, count)
+            raise_if_cancelled()
         with monitor.window("client loop") as window:
             began = time.perf_counter()
             end = began + params.loop_seconds
             while (t0 := time.perf_counter()) < end:
                 values = await client.read(Table.INPUT_REGISTER, address, count)
                 latencies.append(time.perf_counter() - t0)
+                raise_if_cancelled()
                 errors += len(values) != count
             seconds = time.perf_counter() - began
     return LoopRun(latencies, seconds, errors, window.usage)
@@ -110,12 +123,14 @@ async def bare_loop(
         warm_until = time.perf_counter() + params.warmup_seconds
         while time.perf_counter() < warm_until:
             await client.read_input_registers(address, count=count, device_id=unit)
+            raise_if_cancelled()
         with monitor.window("bare loop") as window:
             began = time.perf_counter()
             end = began + params.loop_seconds
             while (t0 := time.perf_counter()) < end:
                 reply = await client.read_input_registers(address, count=count, device_id=unit)
                 latencies.append(time.perf_counter() - t0)
+                raise_if_cancelled()
                 errors += reply.isError() or len(reply.registers) != count
             seconds = time.perf_counter() - began
     finally:
@@ -199,7 +214,6 @@ async def measure_poller(
     counting = False
     fresh = good = 0
     cycle_seconds: list[float] = []
-    poller: Poller | None = None
     polled: set[str] = set()
     all_polled = asyncio.Event()
 
@@ -208,7 +222,7 @@ async def measure_poller(
         polled.add(endpoint.name)
         if len(polled) == len(register_map.endpoints):
             all_polled.set()
-        if not counting or poller is None:
+        if not counting:
             return
         cycle_seconds.append(poller.endpoints[endpoint.name].stats.last_cycle_seconds)
         fresh += sum(1 for s in samples if s.error is None and s.reading is not None)
@@ -220,7 +234,8 @@ async def measure_poller(
     async with poller:
         async with asyncio.timeout(10 + params.poll_interval):
             await all_polled.wait()
-        await asyncio.sleep(max(2 * params.poll_interval, 1.0))  # past the connects
+        # Past the connects, and half an interval off the cycles so none straddles an edge.
+        await asyncio.sleep(max(2 * params.poll_interval, 1.0) + params.poll_interval / 2)
         cycles0 = sum(loop.stats.cycles for loop in loops)
         missed0 = sum(loop.stats.missed_cycles for loop in loops)
         failed0 = sum(loop.stats.failed_cycles for loop in loops)

@@ -10,9 +10,8 @@ import pytest
 import pytest_asyncio
 import websockets
 
-from simulator import Simulator
 from tests.api_stack import RunningApi, api_settings, auth, serve_api
-from tests.bridge_stack import BridgeStack, eventually
+from tests.bridge_stack import BridgeStack, eventually, simulated_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 
@@ -21,14 +20,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 async def stack(
     kafka_bootstrap: str, db_url: str, redis_url: str, namespace: str
 ) -> AsyncIterator[BridgeStack]:
-    async with Simulator.uniform(
-        endpoints=2, barriers_per_endpoint=4, travel_time=0.5, scan_interval=0.01
-    ) as sim:
-        built = BridgeStack(sim, kafka_bootstrap, db_url, redis_url, namespace)
-        try:
-            yield built
-        finally:
-            await built.close()
+    async with simulated_stack(
+        kafka_bootstrap, db_url, redis_url, namespace, travel_time=0.5
+    ) as built:
+        yield built
 
 
 async def test_post_open_then_watch_it_open(stack: BridgeStack) -> None:

@@ -306,8 +306,8 @@ async def test_events_paginate_newest_first_without_gaps_or_repeats(
         await api.client.get(
             "/barriers/events",
             params={
-                "since": datetime.fromtimestamp(base + 100, UTC).isoformat(),
-                "until": datetime.fromtimestamp(base + 110, UTC).isoformat(),
+                "since": datetime.fromtimestamp(base + 99.5, UTC).isoformat(),
+                "until": datetime.fromtimestamp(base + 109.5, UTC).isoformat(),
             },
             headers=auth("viewer"),
         )
@@ -415,6 +415,29 @@ async def test_websocket_filter_and_header_auth(api: RunningApi, cache: StatusCa
         await cache.put(record(3, BarrierStatus.OPENED))
         change = await next_message(socket, "status")
         assert change["barrier"]["barrier_id"] == 3
+
+
+async def test_websocket_clients_learn_when_a_reading_goes_stale(
+    store: BarrierStore,
+    cache: StatusCache,
+    kafka_bootstrap: str,
+    db_url: str,
+    redis_url: str,
+    namespace: str,
+) -> None:
+    # A bridge that stops publishes nothing more: the API itself must tell its watchers.
+    settings = api_settings(kafka_bootstrap, db_url, redis_url, namespace, stale_after=1.0)
+    async with serve_api(settings) as api:
+        await cache.put(record(4, BarrierStatus.OPENED))
+        async with websockets.connect(f"{api.ws_base}/ws?barriers=4&token=viewer-secret") as socket:
+            snapshot = await next_message(socket, "snapshot")
+            assert snapshot["barriers"][0]["quality"] == "good"
+            change = await next_message(socket, "status", within=5.0)
+            assert (change["barrier"]["status"], change["barrier"]["quality"]) == (
+                "opened",
+                "stale",
+            )
+            assert change["barrier"]["age_seconds"] > 1.0
 
 
 @pytest.mark.parametrize("query", ["", "?token=wrong"])

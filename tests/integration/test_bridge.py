@@ -15,9 +15,9 @@ from bridge.messages import derived_command_id
 from bridge.partitioning import barrier_partition
 from plc.quality import Quality
 from plc.registers import BarrierState
-from simulator import Command, Fault, LinkMode, Simulator
+from simulator import Command, Fault, LinkMode
 from store.types import BarrierStatus, CommandKind, CommandState
-from tests.bridge_stack import BridgeStack, eventually
+from tests.bridge_stack import BridgeStack, eventually, simulated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -29,14 +29,10 @@ LIFECYCLE = ["command_accepted", "command_written", "command_moving", "command_c
 async def stack(
     kafka_bootstrap: str, db_url: str, redis_url: str, namespace: str
 ) -> AsyncIterator[BridgeStack]:
-    async with Simulator.uniform(
-        endpoints=2, barriers_per_endpoint=4, travel_time=0.3, scan_interval=0.01
-    ) as sim:
-        built = BridgeStack(sim, kafka_bootstrap, db_url, redis_url, namespace)
-        try:
-            yield built
-        finally:
-            await built.close()
+    async with simulated_stack(
+        kafka_bootstrap, db_url, redis_url, namespace, travel_time=0.3
+    ) as built:
+        yield built
 
 
 def writes(stack: BridgeStack, barrier_id: int) -> int:
