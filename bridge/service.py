@@ -10,6 +10,7 @@ behind the cache.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -180,7 +181,9 @@ class CommandRun:
 
     async def _act(self, execution: Execution, actions: list[Action]) -> Execution:
         bridge = self.bridge
-        for action in actions:
+        pending = collections.deque(actions)
+        while pending:
+            action = pending.popleft()
             if isinstance(action, PollFast):
                 bridge.poll_fast(self.command.barrier_id, action.seconds)
                 continue
@@ -197,7 +200,7 @@ class CommandRun:
                 )
             else:
                 execution, more = write_succeeded(execution, bridge.wall())
-            actions = actions + more
+            pending.extend(more)  # e.g. poll fast once the request is written
             if execution.state != before:
                 await bridge.persist(self, execution=execution, before=before)
         return execution

@@ -168,6 +168,8 @@ class EndpointPoller:
         interval, fast = self.settings.interval, self.settings.fast_interval
         next_full = self._monotonic()
         while True:
+            # Cleared before deciding, so a boost that comes while we poll is not lost.
+            self._wake.clear()
             now = self._monotonic()
             if now >= next_full:
                 await self.poll_once()
@@ -185,7 +187,6 @@ class EndpointPoller:
                 wait = min(fast, next_full - self._monotonic())
             else:
                 wait = next_full - now
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.0)):
                     await self._wake.wait()

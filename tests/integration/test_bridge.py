@@ -278,3 +278,13 @@ async def test_sigterm_finishes_the_commands_in_flight(stack: BridgeStack) -> No
     # Leaving the block stops the bridge as SIGTERM does: the command was finished, not dropped.
     record = await stack.outcome(command_id, within=0.1)
     assert record.state is CommandState.CONFIRMED
+
+
+async def test_a_written_command_is_followed_at_the_fast_rate(stack: BridgeStack) -> None:
+    # Full polls every 5 s: only fast polling after the write can confirm within a second or so.
+    async with stack.bridge(poll_interval=5.0, fast_poll_interval=0.02):
+        await eventually(lambda: stack.cached(4), lambda r: r is not None)
+        record = await stack.outcome(await stack.command(4, OPEN))
+    assert record.state is CommandState.CONFIRMED
+    assert record.written_to_confirmed_ms is not None
+    assert record.written_to_confirmed_ms < 2500, "confirmed by fast polls, not the 5 s full poll"
