@@ -244,7 +244,7 @@ def limit_body(max_bytes: int) -> Any:
 def requires(role: Role) -> Any:
     """A guard that lets through callers with `role` or a higher one."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal: Principal = connection.user
         if principal.role < role:
             raise PermissionDeniedException(

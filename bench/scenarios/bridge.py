@@ -410,6 +410,7 @@ async def commands_phase(
                 endpoints=params.endpoints,
                 barriers_per_endpoint=per_endpoint,
                 travel_time=params.travel_time,
+                control=True,
             )
         )
         register_map = await sim.ready()
@@ -422,18 +423,41 @@ async def commands_phase(
         listener = stack.enter_context(
             OutcomeListener(settings.kafka_bootstrap, settings.results_topic, settings.partitions)
         )
+        requests_before, began = await sim.request_count(), time.monotonic()
         with ExitStack() as window:
             production = await produce_commands(
                 bridge, params, listener, lambda: window.enter_context(monitor.window(phase))
             )
             everything = production.warmup_ids + production.command_ids
             lag, drain_seconds = await _drained(bridge, everything, listener, params.drain_timeout)
+        requests = await sim.request_count() - requests_before
+        span = time.monotonic() - began
         metric_lag, metric_wait = await _metric_lag(bridge)
         all_rows = await command_rows(settings.database_url, everything)
         write_rows(context.work_dir / "commands.csv", all_rows)
         bridge.check()
         sim.check()
     note_stop(result, phase, bridge)
+    full_polls = sum(len(full_plan(register_map, e.name)) for e in register_map.endpoints) * (
+        span / settings.poll_interval
+    )
+    load_all = f"{len(everything)} commands (warm-up included) in {span:.0f} s"
+    result.add(
+        phase,
+        "Modbus requests/s (simulator count)",
+        "req/s",
+        requests / span,
+        load=load_all,
+        note=f"full polls alone: {full_polls / span:.0f} req/s",
+    )
+    result.add(
+        phase,
+        "requests beyond full polls per command",
+        "req",
+        (requests - full_polls) / len(everything),
+        load=load_all,
+        note="fast polls and the coil write: what one command costs on the PLC link",
+    )
     load = (
         f"{params.rate:g} cmd/s for {params.command_seconds:g} s over {barriers} barriers on "
         f"{params.endpoints} endpoints, travel {params.travel_time:g} s"
