@@ -3,6 +3,8 @@
 ``python -m bench [--quick] [SCENARIO ...]`` starts what each scenario needs (simulator and
 bridge as child processes, embedded Kafka/PostgreSQL/Redis on free loopback ports), measures,
 stops everything, prints one table per scenario and writes ``bench/results/<scenario>.json``
-(``<scenario>-quick.json`` for ``--quick``). ``python -m bench --list`` names the scenarios and
-their parameters. Scenarios live in `bench.scenarios`, one module each.
+(``<scenario>-quick.json`` for ``--quick``; ``--label X`` appends ``-X``). ``--list`` names the
+scenarios and their parameters, ``--set SCENARIO.PARAM=VALUE`` changes one (e.g.
+``--set 'bridge.poll_barriers=[1000,5000]'``). Service data and logs go to ``.stack/bench/``.
+Scenarios live in `bench.scenarios`, one module each.
 """

@@ -272,7 +272,8 @@ class Bridge:
         self.poller: Poller | None = None
         self.consumer: CommandConsumer | None = None
         self._names = {b.id: b.name for b in register_map.barriers}
-        self._samples: asyncio.Queue[tuple[PlcEndpoint, list[BarrierSample]]] = asyncio.Queue()
+        self._untracked: dict[int, BarrierSample] = {}
+        self._untracked_event = asyncio.Event()
         self._dirty: dict[int, bool] = {}
         self._dirty_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -347,15 +348,30 @@ class Bridge:
         if self.poller is not None and self.owns(barrier_id):
             self.poller.for_barrier(barrier_id).boost(barrier_id, seconds)
 
+    def settle(self, barrier_id: int) -> None:
+        """Stop polling `barrier_id` at the fast rate (its command ended)."""
+        if self.poller is not None and self.owns(barrier_id):
+            self.poller.for_barrier(barrier_id).boost(barrier_id, 0.0, extend=False)
+
     def _on_samples(self, endpoint: PlcEndpoint, samples: list[BarrierSample]) -> None:
-        self._samples.put_nowait((endpoint, samples))
+        # Runs in the poll loop. Commands hear of their barrier at once; the history and the
+        # cache are written by the tracker, which keeps only the newest sample of each barrier
+        # while it catches up: bounded by the number of barriers, never an unbounded backlog.
+        self._observe_endpoint(endpoint)
+        for sample in samples:
+            run = self.runs.get(sample.barrier_id)
+            if run is not None:
+                run.inbox.put_nowait(sample)
+            self._untracked[sample.barrier_id] = sample
+        self._untracked_event.set()
 
     async def _track(self) -> None:
         while True:
-            endpoint, samples = await self._samples.get()
-            self._observe_endpoint(endpoint)
+            await self._untracked_event.wait()
+            self._untracked_event.clear()
+            batch, self._untracked = self._untracked, {}
             now = self.wall()
-            for sample in samples:
+            for sample in batch.values():
                 await self._track_one(sample, now)
 
     def _observe_endpoint(self, endpoint: PlcEndpoint) -> None:
@@ -370,9 +386,6 @@ class Bridge:
         barrier_id = sample.barrier_id
         if not self.owns(barrier_id):
             return
-        run = self.runs.get(barrier_id)
-        if run is not None:
-            run.inbox.put_nowait(sample)
         if sample.reading is not None:
             self._plc_states[barrier_id] = sample.reading.state
         previous = self.records.get(barrier_id)
@@ -469,6 +482,8 @@ class Bridge:
     async def finish_command(self, run: CommandRun, execution: Execution) -> None:
         """Publish a terminal outcome and let its offset be committed."""
         command = run.command
+        if self.runs.get(command.barrier_id) is run:
+            self.settle(command.barrier_id)
         written, finished = execution.written_at, execution.finished_at or self.wall()
         to_written = (written - execution.accepted_at) * 1000 if written is not None else None
         to_confirmed = (finished - written) * 1000 if written is not None else None

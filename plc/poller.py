@@ -131,10 +131,15 @@ class EndpointPoller:
         """The reads of one full cycle."""
         return self._full_plan
 
-    def boost(self, barrier_id: int, seconds: float) -> None:
-        """Poll `barrier_id` at the fast rate for `seconds` (e.g. after writing a command)."""
+    def boost(self, barrier_id: int, seconds: float, *, extend: bool = True) -> None:
+        """Poll `barrier_id` at the fast rate for `seconds` (e.g. after writing a command).
+
+        With `extend` false the boost is set, not lengthened: ``boost(b, 0, extend=False)``
+        ends it (a moving barrier is still polled fast while it moves).
+        """
         tracked = self._barriers[barrier_id]
-        tracked.fast_until = max(tracked.fast_until, self._monotonic() + seconds)
+        until = self._monotonic() + seconds
+        tracked.fast_until = max(tracked.fast_until, until) if extend else until
         self._wake.set()
 
     def sample(self, barrier_id: int) -> BarrierSample:
