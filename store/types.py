@@ -122,10 +122,11 @@ def present(record: StatusRecord) -> StatusRecord:
 
     From the moment a command is accepted until the PLC takes it, the PLC still reports the old
     state; clients are shown where the barrier is going, with the pending command beside it.
-    A fault (``error``) is never hidden.
+    The same holds while the record lags a command that already saw the barrier move. A fault
+    (``error``) is never hidden.
     """
     pending = record.pending
-    if pending is None or pending.state not in (CommandState.ACCEPTED, CommandState.WRITTEN):
+    if pending is None or pending.state.terminal:
         return record
     shown, replaces = SHOWN_WHILE_PENDING[pending.kind]
     if record.status not in replaces:

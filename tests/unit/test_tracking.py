@@ -166,7 +166,8 @@ def test_a_failed_command_latches_error_until_the_plc_reports_another_state() ->
         (BarrierStatus.OPENED, CommandKind.CLOSE, CommandState.ACCEPTED, BarrierStatus.CLOSING),
         (BarrierStatus.OPENED, CommandKind.OPEN, CommandState.ACCEPTED, BarrierStatus.OPENED),
         (BarrierStatus.ERROR, CommandKind.OPEN, CommandState.WRITTEN, BarrierStatus.ERROR),
-        (BarrierStatus.CLOSED, CommandKind.OPEN, CommandState.MOVING, BarrierStatus.CLOSED),
+        (BarrierStatus.CLOSED, CommandKind.OPEN, CommandState.MOVING, BarrierStatus.OPENING),
+        (BarrierStatus.CLOSED, CommandKind.OPEN, CommandState.CONFIRMED, BarrierStatus.CLOSED),
         (BarrierStatus.CLOSED, CommandKind.OPEN, None, BarrierStatus.CLOSED),
     ],
 )
