@@ -18,10 +18,11 @@ from typing import Any
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.children import LOOPBACK, ChildError, ChildProcess, log_tail
+from bench.children import ChildError, ChildProcess
 from bridge.settings import ENV_PREFIX, BridgeSettings
 from plc.config import dump_register_map
 from plc.registers import RegisterMap
+from stack.services import LOOPBACK, log_tail
 
 Labels = frozenset[tuple[str, str]]
 

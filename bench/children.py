@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -27,39 +25,17 @@ from typing import Any, Self
 import msgspec
 
 from plc.registers import RegisterMap, uniform_register_map
-from stack.services import free_port
-
-LOOPBACK = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+from stack.services import (
+    LOOPBACK,
+    free_port,
+    log_tail,
+    parent_death_hook,
+    stop_process_group,
+)
 
 
 class ChildError(RuntimeError):
     """A child process failed to start or died."""
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that sends the child SIGTERM when the bench dies (Linux, main thread)."""
-    libc = _LIBC
-    if libc is None or threading.current_thread() is not threading.main_thread():
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
-
-
-def log_tail(path: Path, size: int = 3000) -> str:
-    """The last `size` bytes of a log file."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return "<no log>"
-    return data[-size:].decode(errors="replace")
 
 
 class ChildProcess:
@@ -118,7 +94,7 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=parent_death_hook(signal.SIGTERM),
             )
         return self
 
@@ -127,16 +103,7 @@ class ChildProcess:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self.killed = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(self.stop_timeout)
+        self.killed = stop_process_group(process, signal.SIGTERM, self.stop_timeout)
         self.exit_status = process.returncode
 
     def __enter__(self) -> Self:

@@ -263,6 +263,8 @@ class Bridge:
             ),
         )
         self.partitions = settings.partitions
+        self._home = self._partitions_of(self.partitions)
+        """Each barrier's command partition: which partition's owner drives it."""
         self.owned_partitions: set[int] = set()
         self.runs: dict[int, CommandRun] = {}
         self.records: dict[int, StatusRecord] = {}
@@ -284,7 +286,10 @@ class Bridge:
 
     def owns(self, barrier_id: int) -> bool:
         """Whether this instance drives `barrier_id` now."""
-        return barrier_partition(barrier_id, self.partitions) in self.owned_partitions
+        return self._home.get(barrier_id) in self.owned_partitions
+
+    def _partitions_of(self, partitions: int) -> dict[int, int]:
+        return {b.id: barrier_partition(b.id, partitions) for b in self.register_map.barriers}
 
     async def _assigned(self, partitions: set[int]) -> dict[int, int]:
         self.owned_partitions |= partitions
@@ -296,11 +301,7 @@ class Bridge:
     async def _revoked(self, partitions: set[int]) -> dict[int, int]:
         # Stop the commands of the revoked barriers without an outcome: their records stay
         # uncommitted, so the next owner gets them again and resumes from PostgreSQL.
-        leaving = [
-            run
-            for bid, run in self.runs.items()
-            if barrier_partition(bid, self.partitions) in partitions
-        ]
+        leaving = [run for bid, run in self.runs.items() if self._home[bid] in partitions]
         for run in leaving:
             if run.task is not None:
                 run.task.cancel()
@@ -622,7 +623,7 @@ class Bridge:
             log.warning("dead letter %s/%s: %s", record.partition, record.offset, rejected)
             self._record_done(record)
             return
-        home = barrier_partition(command.barrier_id, self.partitions)
+        home = self._home[command.barrier_id]
         if home != record.partition:
             # A producer with another partitioner: hand the command to the barrier's owner,
             # with its id fixed, so that no two bridges ever drive one barrier.
@@ -713,6 +714,7 @@ class Bridge:
         self.partitions = await asyncio.to_thread(
             partition_count, settings.kafka_bootstrap, settings.commands_topic
         )
+        self._home = self._partitions_of(self.partitions)
         await self.durably(self.store.migrate)
         await self.durably(lambda: self.store.sync_barriers(self.register_map.barriers))
         self.consumer = CommandConsumer(

@@ -142,10 +142,6 @@ class EndpointPoller:
         tracked.fast_until = max(tracked.fast_until, until) if extend else until
         self._wake.set()
 
-    def sample(self, barrier_id: int) -> BarrierSample:
-        """Return what is known of `barrier_id` now, with its quality judged at this moment."""
-        return self._sample(self._barriers[barrier_id], self._monotonic())
-
     def _sample(self, tracked: _Tracked, now: float) -> BarrierSample:
         return BarrierSample(
             barrier_id=tracked.config.id,

@@ -62,7 +62,9 @@ __all__ = [
     "RedisServer",
     "ServiceError",
     "free_port",
+    "log_tail",
     "parent_death_hook",
+    "stop_process_group",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -183,7 +185,27 @@ def parent_death_hook(sig: int) -> Callable[[], None] | None:
     return hook
 
 
-def _log_tail(path: Path) -> str:
+def stop_process_group(process: subprocess.Popen[bytes], sig: int, timeout: float) -> bool:
+    """Send `sig` to a child started in its own session; SIGKILL its group after `timeout`.
+
+    Return whether it had to be killed.
+    """
+    if process.poll() is not None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Not reaped yet, so its pid (= its group id) cannot have been reused.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+        return True
+    return False
+
+
+def log_tail(path: Path) -> str:
     """Return the last few kilobytes of a log file, or a placeholder."""
     try:
         with path.open("rb") as log:
@@ -283,7 +305,7 @@ class _Service:
                     continue
                 raise ServiceError(
                     f"{self.name} exited during startup; log {self.log_path}:\n"
-                    f"{_log_tail(self.log_path)}"
+                    f"{log_tail(self.log_path)}"
                 ) from None
             except BaseException:
                 self.stop()
@@ -297,16 +319,7 @@ class _Service:
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(self.stop_signal)
-            try:
-                process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                # Not reaped yet, so its pid (= its group id) cannot have been reused.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=_STOP_TIMEOUT)
+        stop_process_group(process, self.stop_signal, _STOP_TIMEOUT)
         self._process = None
         _running.discard(self)
 
@@ -375,7 +388,7 @@ class _Service:
             if remaining <= 0:
                 raise ServiceError(
                     f"{self.name} not ready after {self._startup_timeout} s; log {self.log_path}:\n"
-                    f"{_log_tail(self.log_path)}"
+                    f"{log_tail(self.log_path)}"
                 )
             pid = self.pid
             if pid is not None and _listens(pid, self.port) and self._probe(min(remaining, 2.0)):
@@ -604,7 +617,7 @@ class PostgresServer(_Service):
                 )
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
                 raise ServiceError(
-                    f"initdb failed ({error}); log {self.log_path}:\n{_log_tail(self.log_path)}"
+                    f"initdb failed ({error}); log {self.log_path}:\n{log_tail(self.log_path)}"
                 ) from None
 
     def _take_ownership(self, initialized: bool) -> tuple[int, int]:
