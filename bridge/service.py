@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_DELAY = 0.5
+TRACKER_WAIT = 1.0
+"""Seconds an outcome waits for the tracker to fold in the sample that decided it."""
 """Seconds between attempts to reach PostgreSQL or Kafka while they are down."""
 
 HOUSEKEEPING_INTERVAL = 0.2
@@ -223,7 +225,8 @@ class CommandRun:
         execution, actions = retry_due(execution, now)
         execution, _ = check_deadline(execution, now)
         if execution.state != before:
-            await bridge.persist(self, execution=execution, before=before)
+            seen = item if isinstance(item, BarrierSample) else None
+            await bridge.persist(self, execution=execution, before=before, seen=seen)
         self.execution = execution
         return execution, actions
 
@@ -276,6 +279,9 @@ class Bridge:
         self._names = {b.id: b.name for b in register_map.barriers}
         self._untracked: dict[int, BarrierSample] = {}
         self._untracked_event = asyncio.Event()
+        self._tracked_at: dict[int, float] = {}
+        """Read time of the newest sample the tracker has folded in, per barrier."""
+        self._tracked = asyncio.Condition()
         self._dirty: dict[int, bool] = {}
         self._dirty_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -374,6 +380,30 @@ class Bridge:
             now = self.wall()
             for sample in batch.values():
                 await self._track_one(sample, now)
+            async with self._tracked:
+                self._tracked.notify_all()
+
+    async def _tracked_through(self, barrier_id: int, read_at: float) -> None:
+        """Wait (briefly) until the tracker has folded in the barrier's sample read at `read_at`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TRACKER_WAIT), self._tracked:
+                await self._tracked.wait_for(
+                    lambda: self._tracked_at.get(barrier_id, -math.inf) >= read_at
+                )
+
+    def _ends_command(self, sample: BarrierSample, now: float) -> bool:
+        """Whether `sample` ends the barrier's running command.
+
+        The record is then published with the outcome, in one message: a client never sees
+        ``opened`` beside an open command still in progress.
+        """
+        run = self.runs.get(sample.barrier_id)
+        execution = run.execution if run is not None else None
+        return (
+            execution is not None
+            and not execution.state.terminal
+            and observed(execution, sample, now).state.terminal
+        )
 
     def _observe_endpoint(self, endpoint: PlcEndpoint) -> None:
         if self.poller is None or endpoint.name not in self.poller.endpoints:
@@ -424,7 +454,10 @@ class Bridge:
             )
         if tracked.refresh:
             self.records[barrier_id] = tracked.record
-            self._mark_dirty(barrier_id, tracked.publish)
+            if not self._ends_command(sample, now):
+                self._mark_dirty(barrier_id, tracked.publish)
+        if sample.read_at is not None:
+            self._tracked_at[barrier_id] = sample.read_at
 
     # -- recording -------------------------------------------------------------------------
 
@@ -438,9 +471,18 @@ class Bridge:
                 await asyncio.sleep(RETRY_DELAY)
 
     async def persist(
-        self, run: CommandRun, *, execution: Execution, before: CommandState | None
+        self,
+        run: CommandRun,
+        *,
+        execution: Execution,
+        before: CommandState | None,
+        seen: BarrierSample | None = None,
     ) -> None:
-        """Record a command's new state: PostgreSQL, then the Redis record and its publication."""
+        """Record a command's new state: PostgreSQL, then the Redis record and its publication.
+
+        An outcome decided by the sample `seen` is published once the tracker has folded that
+        sample into the record, so the record shows the state that ended the command.
+        """
         command = run.command
         state = execution.state
         if before is not None and state != before:
@@ -464,6 +506,8 @@ class Bridge:
             if state.terminal
             else PendingCommand(command.command_id, command.kind, command.actor, state)
         )
+        if state.terminal and seen is not None and seen.read_at is not None:
+            await self._tracked_through(command.barrier_id, seen.read_at)
         record = self.records.get(command.barrier_id)
         if record is None:
             return

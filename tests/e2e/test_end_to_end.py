@@ -56,10 +56,13 @@ async def _open_and_watch(api: RunningApi, barrier_id: int) -> None:
         async with asyncio.timeout(10):
             while not statuses or statuses[-1] != "opened":
                 message = msgspec.json.decode(await socket.recv())
-                if message["type"] == "status" and (
-                    not statuses or statuses[-1] != message["barrier"]["status"]
-                ):
-                    statuses.append(message["barrier"]["status"])
+                if message["type"] != "status":
+                    continue
+                barrier = message["barrier"]
+                if barrier["status"] == "opened":  # published with the command's outcome
+                    assert barrier["pending"] is None, barrier
+                if not statuses or statuses[-1] != barrier["status"]:
+                    statuses.append(barrier["status"])
     assert statuses == ["opening", "opened"]
     status = (await api.client.get(f"/barriers/{barrier_id}/status", headers=auth("viewer"))).json()
     assert (status["status"], status["quality"], status["position"], status["pending"]) == (
