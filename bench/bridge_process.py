@@ -7,7 +7,6 @@ environment (nothing leaks in from ours), and reads the bridge's Prometheus ``/m
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import urllib.request
@@ -18,7 +17,7 @@ from typing import Any
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.children import ChildError, ChildProcess
+from bench.children import ChildError, ChildProcess, settings_env
 from bridge.settings import ENV_PREFIX, BridgeSettings
 from plc.config import dump_register_map
 from plc.registers import RegisterMap
@@ -93,14 +92,11 @@ class BridgeProcess(ChildProcess):
         map_file = work_dir / f"barriers-{settings.instance_id}.toml"
         map_file.write_text(dump_register_map(register_map))
         settings = msgspec.structs.replace(settings, register_map=str(map_file))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-        for field in msgspec.structs.fields(BridgeSettings):
-            env[ENV_PREFIX + field.name.upper()] = str(getattr(settings, field.name))
         super().__init__(
             f"bridge {settings.instance_id}",
             [sys.executable, "-m", "bridge"],
             work_dir / f"bridge-{settings.instance_id}.log",
-            env=env,
+            env=settings_env(settings, ENV_PREFIX),
             stop_timeout=settings.shutdown_grace + 10,
         )
         self.settings = settings

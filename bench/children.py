@@ -25,6 +25,8 @@ from typing import Any, Self
 import msgspec
 
 from plc.registers import RegisterMap, uniform_register_map
+from simulator.control import CoilWrites
+from simulator.server import CoilWrite
 from stack.services import (
     LOOPBACK,
     free_port,
@@ -32,6 +34,17 @@ from stack.services import (
     parent_death_hook,
     stop_process_group,
 )
+
+
+def settings_env(settings: msgspec.Struct, prefix: str) -> dict[str, str]:
+    """Our environment with every field of `settings` set as ``<prefix><FIELD>``.
+
+    Every setting is explicit: nothing with `prefix` leaks in from our own environment.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+    for field in msgspec.structs.fields(settings):
+        env[prefix + field.name.upper()] = str(getattr(settings, field.name))
+    return env
 
 
 class ChildError(RuntimeError):
@@ -197,15 +210,20 @@ class SimulatorProcess(ChildProcess):
             [(LOOPBACK, ports[i + 1]) for i in range(self.endpoints)], self.barriers_per_endpoint
         )
 
-    def _get_endpoints(self) -> list[dict[str, Any]]:
-        url = f"http://{LOOPBACK}:{self.control_port}/endpoints"
+    def _get(self, path: str) -> Any:
+        if not self.control_port:
+            raise ChildError("the simulator was started without its control interface")
+        url = f"http://{LOOPBACK}:{self.control_port}{path}"
         with urllib.request.urlopen(url, timeout=5) as reply:
-            body: list[dict[str, Any]] = msgspec.json.decode(reply.read())
-            return body
+            return reply.read()
 
     async def request_count(self) -> int:
         """Modbus requests all the PLCs have received so far (needs ``control=True``)."""
-        if not self.control_port:
-            raise ChildError("the simulator was started without its control interface")
-        endpoints = await asyncio.to_thread(self._get_endpoints)
+        body = await asyncio.to_thread(self._get, "/endpoints")
+        endpoints = msgspec.json.decode(body)
         return sum(sum(e["request_counts"].values()) for e in endpoints)
+
+    async def writes(self, after: int = 0) -> list[CoilWrite]:
+        """The request-coil writes the PLCs received, with a ``seq`` above `after`."""
+        body = await asyncio.to_thread(self._get, f"/writes?after={after}")
+        return msgspec.json.decode(body, type=CoilWrites).writes

@@ -44,11 +44,11 @@ def _stat_fields(pid: int) -> list[str]:
     return text[text.rindex(")") + 2 :].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of `pid` (all its threads) and of its reaped children."""
+def cpu_seconds(pid: int, *, reaped: bool = True) -> float:
+    """User + system CPU seconds of `pid` (all its threads), and of its reaped children if asked."""
     fields = _stat_fields(pid)
     # utime, stime, cutime, cstime are fields 14..17 of proc(5).
-    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
+    return sum(int(v) for v in fields[11 : 15 if reaped else 13]) / CLOCK_TICKS
 
 
 def parent_of(pid: int) -> int:
@@ -140,6 +140,9 @@ class Watched(msgspec.Struct, frozen=True):
     """Measure the process with all its descendants (e.g. PostgreSQL and its backends)."""
     ours: bool = True
     """One of this project's processes (rather than a backing service or the load generator)."""
+    reaped: bool = True
+    """Count the CPU of its children once they exited and were reaped (a server's workers);
+    False for a process whose children are measured on their own (the bench's load tools)."""
 
 
 class _Start(msgspec.Struct):
@@ -154,7 +157,7 @@ def _tree_cpu(watched: Watched) -> tuple[float, int]:
     total = 0.0
     for pid in pids:
         try:
-            total += cpu_seconds(pid)
+            total += cpu_seconds(pid, reaped=watched.reaped)
         except ProcessGone:
             if pid == watched.pid:
                 raise
@@ -286,10 +289,12 @@ class ProcessMonitor:
         self.watched: list[Watched] = []
         self.usage: list[ProcessUsage] = []
 
-    def watch(self, role: str, pid: int, *, tree: bool = False, ours: bool = True) -> None:
+    def watch(
+        self, role: str, pid: int, *, tree: bool = False, ours: bool = True, reaped: bool = True
+    ) -> None:
         """Measure `pid` as `role` in every later window (replacing an earlier `role`)."""
         self.unwatch(role)
-        self.watched.append(Watched(role=role, pid=pid, tree=tree, ours=ours))
+        self.watched.append(Watched(role=role, pid=pid, tree=tree, ours=ours, reaped=reaped))
 
     def unwatch(self, role: str) -> None:
         """Stop measuring `role`."""

@@ -4,6 +4,9 @@ Routes (one request per connection; every answer is JSON):
 
 - ``GET /barriers``: every barrier's reading and injected fault.
 - ``GET /endpoints``: every endpoint's link faults and request counts.
+- ``GET /writes?after=<seq>``: ``{"writes": [...]}``, the request-coil writes with a ``seq`` above
+  ``after`` (0, the default, for all those remembered), oldest first, each with when it reached
+  the PLC and when the barrier rests as a result (wall-clock seconds).
 - ``POST /barriers/{id}/fault`` ``{"fault": "stuck"}``, or ``{"fault": null}`` to clear it.
 - ``POST /barriers/{id}/occupied`` ``{"occupied": true}``.
 - ``POST /barriers/{id}/local`` ``{"command": "open"}``: the cabinet's push button.
@@ -24,14 +27,14 @@ from enum import StrEnum
 from http import HTTPStatus
 from types import TracebackType
 from typing import Annotated, Self, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 from pymodbus.constants import ExcCodes
 
 from plc.registers import BarrierConfig, PlcEndpoint
 from simulator.physics import Command, Fault
-from simulator.server import LinkMode, PlcListenError
+from simulator.server import CoilWrite, LinkMode, PlcListenError
 from simulator.simulation import Simulator
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class ErrorCode(StrEnum):
     """The stable `error` code of an error answer."""
 
     BAD_REQUEST = "bad_request"
+    INVALID_QUERY = "invalid_query"
     INVALID_JSON = "invalid_json"
     INVALID_BODY = "invalid_body"
     BODY_TOO_LARGE = "body_too_large"
@@ -104,6 +108,12 @@ class EndpointStatus(msgspec.Struct, frozen=True):
     request_counts: dict[int, int]
 
 
+class CoilWrites(msgspec.Struct, frozen=True):
+    """Answer to ``GET /writes``."""
+
+    writes: list[CoilWrite]
+
+
 class FaultChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /barriers/{id}/fault``."""
 
@@ -146,6 +156,8 @@ class HttpRequest(msgspec.Struct, frozen=True):
     method: str
     path: tuple[str, ...]
     """The path's segments, percent-decoded."""
+    query: dict[str, list[str]]
+    """The query string's parameters, each with every value given."""
     body: bytes
 
 
@@ -171,6 +183,7 @@ def _decode(body: bytes, kind: type[_Body]) -> _Body:
 _ACTIONS: dict[str, frozenset[str]] = {
     "barriers": frozenset({"fault", "occupied", "local"}),
     "endpoints": frozenset({"link", "delay", "exception"}),
+    "writes": frozenset(),
 }
 """The POST actions on each member of each collection."""
 
@@ -219,8 +232,22 @@ async def _read_request(reader: asyncio.StreamReader) -> HttpRequest | None:
             f"The body is over {MAX_BODY} bytes; send a small JSON object.",
         )
     body = await reader.readexactly(length)
-    path = tuple(unquote(s) for s in urlsplit(target).path.strip("/").split("/"))
-    return HttpRequest(method=method.upper(), path=path, body=body)
+    url = urlsplit(target)
+    path = tuple(unquote(s) for s in url.path.strip("/").split("/"))
+    query = parse_qs(url.query, keep_blank_values=True)
+    return HttpRequest(method=method.upper(), path=path, query=query, body=body)
+
+
+def _after(query: dict[str, list[str]]) -> int:
+    """Return the ``after`` parameter of ``GET /writes``, 0 if absent; raise ControlError if bad."""
+    match query.get("after", ["0"]):
+        case [value] if value.isascii() and value.isdigit():
+            return int(value)
+    raise ControlError(
+        HTTPStatus.BAD_REQUEST,
+        ErrorCode.INVALID_QUERY,
+        "after must be one whole number, the last seq seen; send ?after=0 for every write.",
+    )
 
 
 def _http_response(status: HTTPStatus, body: bytes) -> bytes:
@@ -310,6 +337,8 @@ class ControlServer:
                 return [self._barrier_status(b) for b in sim.register_map.barriers]
             case "GET", ("endpoints",):
                 return [self._endpoint_status(e) for e in sim.register_map.endpoints]
+            case "GET", ("writes",):
+                return CoilWrites(writes=sim.coil_writes(_after(request.query)))
             case "POST", ("barriers", barrier_id, "fault"):
                 barrier = self._barrier(barrier_id)
                 fault = _decode(request.body, FaultChange).fault

@@ -187,6 +187,35 @@ def write_request(barrier: Barrier, command: Command, value: bool, now: float) -
     return replace(barrier, pending=(*barrier.pending, written))
 
 
+class Rest(msgspec.Struct, frozen=True):
+    """Where a barrier comes to rest, and when."""
+
+    state: BarrierState
+    """OPENED or CLOSED."""
+    at: float
+    """PLC time."""
+
+
+def rest_after(barrier: Barrier, command: Command) -> Rest | None:
+    """Return when `barrier` rests where its pending `command` sends it, if nothing else happens.
+
+    The time is the later of the scan that accepts the request and the end of the travel it
+    starts, so a barrier already resting there rests as of the acceptance. None if it never gets
+    there: a stuck boom, a lockout fault, a close refused (occupied or obstructed), or a request
+    pending after it that sends the barrier elsewhere. Raise ValueError if no `command` is pending.
+    """
+    written = next((p for p in barrier.pending if p.command is command), None)
+    if written is None:
+        raise ValueError(f"no {command} request is pending")
+    interval = barrier.mechanics.scan_interval
+    # Half a scan past the boundary that accepts the last request, clear of rounding.
+    accepted = advance(barrier, (barrier.pending[-1].scan + 1.5) * interval)
+    rested = _settle(accepted, math.inf)
+    if rested.state is not _REST[command]:
+        return None
+    return Rest(state=rested.state, at=max(rested.since, (written.scan + 1) * interval))
+
+
 def set_occupied(barrier: Barrier, occupied: bool, now: float) -> Barrier:
     """Return `barrier` after the loop detector starts or stops seeing a vehicle at `now`."""
     barrier = replace(advance(barrier, now), occupied=occupied)

@@ -20,9 +20,10 @@ unit id is answered with exception 4 (DEVICE_FAILURE), and pymodbus logs a trace
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 
@@ -38,12 +39,14 @@ from plc.registers import BarrierConfig, PlcEndpoint, Point, Table
 from simulator.layout import WORD_BITS, EndpointLayout, TableLayout, endpoint_layout
 from simulator.physics import (
     Barrier,
+    Command,
     Fault,
     Mechanics,
     PlcClock,
     advance,
     observe,
     plc_time,
+    rest_after,
     resume_scan,
     stop_scan,
     write_request,
@@ -65,6 +68,9 @@ _FUNCTION_TABLES: dict[int, Table] = {
 """The function codes the PLC implements and the table each one reads or writes."""
 
 _WRITE_SINGLE_COIL = 5
+
+JOURNAL_SIZE = 100_000
+"""Most coil writes each PLC remembers; the oldest are forgotten first."""
 
 
 class LinkMode(StrEnum):
@@ -94,6 +100,25 @@ class LinkFaults(msgspec.Struct, frozen=True):
     """The Modbus exception answered to every request, if any."""
 
 
+class CoilWrite(msgspec.Struct, frozen=True, gc=False):
+    """A 1 written to a request coil, and when the PLC's physics says the barrier will rest.
+
+    The rest is predicted at the write, as if nothing else happened to the barrier and its scan
+    ran on: a later write, fault, vehicle or frozen scan can make it wrong.
+    """
+
+    seq: int
+    """Counts coil writes across the simulator, from 1."""
+    barrier_id: int
+    command: Command
+    written_at: float
+    """Wall-clock time (`time.time()`) the write reached the PLC."""
+    rests_at: float | None
+    """Wall-clock time the barrier rests where the command sends it; None if it never does."""
+    rest_state: str | None
+    """``opened`` or ``closed``; None if the barrier never rests there."""
+
+
 class PlcListenError(RuntimeError):
     """A simulated PLC could not listen on its endpoint's address."""
 
@@ -110,8 +135,14 @@ class PlcServer:
     """One simulated PLC: the barriers of one endpoint, its scan clock and its Modbus/TCP server."""
 
     def __init__(
-        self, endpoint: PlcEndpoint, barriers: Sequence[BarrierConfig], mechanics: Mechanics
+        self,
+        endpoint: PlcEndpoint,
+        barriers: Sequence[BarrierConfig],
+        mechanics: Mechanics,
+        *,
+        write_seq: Iterator[int] | None = None,
     ) -> None:
+        """Simulate `barriers` on `endpoint`; `write_seq` numbers coil writes (shared to merge)."""
         self._endpoint = endpoint
         self._configs = tuple(barriers)
         self._layout: EndpointLayout = endpoint_layout(endpoint.name, self._configs)
@@ -119,6 +150,8 @@ class PlcServer:
         self._clock = PlcClock(origin=time.monotonic())
         self._faults = LinkFaults()
         self._counts: Counter[int] = Counter()
+        self._write_seq = itertools.count(1) if write_seq is None else write_seq
+        self._journal: deque[CoilWrite] = deque(maxlen=JOURNAL_SIZE)
         self._device = SimDevice(
             id=endpoint.unit_id,
             simdata=(
@@ -203,6 +236,11 @@ class PlcServer:
     def reset_request_counts(self) -> None:
         """Start counting requests from zero."""
         self._counts.clear()
+
+    def coil_writes(self, after: int = 0) -> list[CoilWrite]:
+        """Return the request-coil writes journalled with a `seq` above `after`, oldest first."""
+        newer = itertools.takewhile(lambda w: w.seq > after, reversed(self._journal))
+        return list(newer)[::-1]
 
     async def start(self) -> None:
         """Bring the link up and wait until the PLC listens."""
@@ -315,13 +353,31 @@ class PlcServer:
         return None
 
     def _write_coils(self, address: int, bits: list[int] | list[bool], now: float) -> None:
+        """Write request coils at PLC time `now`, journalling each 1 written."""
+        wall = time.time()
         for offset, bit in enumerate(bits):
             target = self._layout.request_coils.get(address + offset)
             if target is not None:
                 index, command = target
-                self._barriers[index] = write_request(
+                barrier = self._barriers[index] = write_request(
                     self._barriers[index], command, bool(bit), now
                 )
+                if bit:
+                    self._journal.append(self._journal_entry(index, command, barrier, now, wall))
+
+    def _journal_entry(
+        self, index: int, command: Command, barrier: Barrier, now: float, wall: float
+    ) -> CoilWrite:
+        """Return the journal entry for `command` just written to barrier `index` at `now`."""
+        rest = rest_after(barrier, command)
+        return CoilWrite(
+            seq=next(self._write_seq),
+            barrier_id=self._configs[index].id,
+            command=command,
+            written_at=wall,
+            rests_at=None if rest is None else wall + (rest.at - now),
+            rest_state=None if rest is None else rest.state.name.lower(),
+        )
 
     def _point_values(
         self, layout: TableLayout, first: int, end: int, now: float

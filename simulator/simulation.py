@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from types import TracebackType
 from typing import Self
@@ -13,7 +14,7 @@ import simulator.physics as physics
 from plc.codec import BarrierReading
 from plc.registers import BarrierConfig, RegisterMap, uniform_register_map
 from simulator.physics import Command, Fault, Mechanics
-from simulator.server import LinkFaults, LinkMode, PlcServer
+from simulator.server import CoilWrite, LinkFaults, LinkMode, PlcServer
 
 
 class UnknownBarrierError(KeyError):
@@ -44,8 +45,10 @@ class Simulator:
         if unknown:
             raise ValueError(f"barriers refer to endpoints not in the map: {sorted(unknown)}")
         self._barrier_configs = register_map.barriers
+        write_seq = itertools.count(1)  # one numbering for every PLC's coil writes
         self._plcs = {
-            e.name: PlcServer(e, on_endpoint[e.name], mechanics) for e in register_map.endpoints
+            e.name: PlcServer(e, on_endpoint[e.name], mechanics, write_seq=write_seq)
+            for e in register_map.endpoints
         }
         self._barriers = {
             barrier.id: (self._plcs[name], index)
@@ -189,6 +192,11 @@ class Simulator:
         """Start counting every endpoint's requests from zero."""
         for plc in self._plcs.values():
             plc.reset_request_counts()
+
+    def coil_writes(self, after: int = 0) -> list[CoilWrite]:
+        """Return every endpoint's request-coil writes with a `seq` above `after`, oldest first."""
+        writes = [w for plc in self._plcs.values() for w in plc.coil_writes(after)]
+        return sorted(writes, key=lambda w: (w.written_at, w.seq))
 
 
 def _check_map(register_map: RegisterMap) -> None:

@@ -89,7 +89,7 @@ QUICK = Params(
 
 
 def bridge_settings(
-    services: Services, params: Params, tag: str, database_url: str
+    services: Services, partitions: int, tag: str, database_url: str
 ) -> BridgeSettings:
     """Settings of one bridge with topics, group and cache namespace of its own."""
     return BridgeSettings(
@@ -102,7 +102,7 @@ def bridge_settings(
         commands_topic=f"commands-{tag}",
         results_topic=f"results-{tag}",
         dead_letter_topic=f"dlq-{tag}",
-        partitions=params.partitions,
+        partitions=partitions,
         # Tansu assigns partitions half a session timeout after a member joins.
         session_timeout_ms=2000,
         shutdown_grace=5.0,
@@ -123,7 +123,7 @@ async def recorded_barriers(database_url: str) -> int:
 async def start_bridge(
     stack: ExitStack,
     services: Services,
-    params: Params,
+    partitions: int,
     name: str,
     register_map: RegisterMap,
     context: Context,
@@ -138,7 +138,7 @@ async def start_bridge(
     """
     tag = f"{name}-{uuid.uuid4().hex[:6]}"
     database_url = await asyncio.to_thread(services.new_database, f"bench_{tag}".replace("-", "_"))
-    settings = bridge_settings(services, params, tag, database_url)
+    settings = bridge_settings(services, partitions, tag, database_url)
     began = time.monotonic()
     bridge = stack.enter_context(BridgeProcess(context.work_dir, register_map, settings))
     await bridge.ready(within=STARTUP_TIMEOUT)
@@ -415,7 +415,7 @@ async def commands_phase(
         )
         register_map = await sim.ready()
         bridge = await start_bridge(
-            stack, services, params, "commands", register_map, context, result, phase
+            stack, services, params.partitions, "commands", register_map, context, result, phase
         )
         settings = bridge.settings
         stack.enter_context(monitor.watching(SIM_ROLE, sim.pid))
@@ -617,7 +617,14 @@ async def polling_phase(
         )
         register_map = await sim.ready()
         bridge = await start_bridge(
-            stack, services, params, f"poll{barriers}", register_map, context, result, phase
+            stack,
+            services,
+            params.partitions,
+            f"poll{barriers}",
+            register_map,
+            context,
+            result,
+            phase,
         )
         settings = bridge.settings
         await asyncio.sleep(2 * settings.poll_interval)  # let tracking settle after start-up

@@ -206,6 +206,39 @@ async def test_a_barrier_opens_and_closes_over_modbus(
     assert seen[-1] == (BarrierState.CLOSED, 0)
 
 
+async def test_coil_writes_are_journalled_with_when_the_barrier_rests(
+    sim: Simulator, client: AsyncModbusTcpClient
+) -> None:
+    barrier = sim.register_map.barrier(2)
+    before = time.time()
+    await client.write_coil(barrier.points.open_request.address, True, device_id=UNIT)
+    after = time.time()
+    [write] = sim.coil_writes()
+    opened = (1, 2, Command.OPEN, "opened")
+    assert (write.seq, write.barrier_id, write.command, write.rest_state) == opened
+    assert before <= write.written_at <= after
+    assert write.rests_at is not None
+    # Accepted at the next scan boundary, then a full stroke.
+    assert TRAVEL <= write.rests_at - write.written_at <= TRAVEL + SCAN + 1e-6
+
+    async def state() -> int:
+        answer = await client.read_input_registers(
+            barrier.points.state.address, count=1, device_id=UNIT
+        )
+        return answer.registers[0]
+
+    await until(state, lambda s: s == BarrierState.OPENED)
+    assert time.time() >= write.rests_at - 0.002, "OPENED is read no earlier than predicted"
+
+    sim.set_occupied(2, True)
+    await client.write_coil(barrier.points.close_request.address, True, device_id=UNIT)
+    [refused] = sim.coil_writes(after=write.seq)
+    refused_close = (2, Command.CLOSE, None, None)  # a close is refused while occupied
+    assert (refused.seq, refused.command, refused.rests_at, refused.rest_state) == refused_close
+    await client.write_coil(barrier.points.close_request.address, False, device_id=UNIT)
+    assert sim.coil_writes(after=refused.seq) == [], "only a 1 written is journalled"
+
+
 async def test_requests_are_counted_by_function_code(
     sim: Simulator, client: AsyncModbusTcpClient
 ) -> None:
@@ -460,6 +493,45 @@ async def test_the_control_interface(sim: Simulator) -> None:
         assert b"400 Bad Request" in await reader.read()
         writer.close()
         assert (await http(control, "GET", "/barriers"))[0] == 200, "still serving"
+
+
+async def test_the_control_interface_lists_coil_writes(
+    sim: Simulator, client: AsyncModbusTcpClient
+) -> None:
+    other = await connect(sim.register_map.endpoint("plc-2"))
+    try:
+        open_1 = sim.register_map.barrier(1).points.open_request
+        close_5 = sim.register_map.barrier(5).points.close_request
+        await client.write_coil(open_1.address, True, device_id=UNIT)
+        await other.write_coil(close_5.address, True, device_id=UNIT)
+    finally:
+        other.close()
+    async with ControlServer(sim, port=0) as control:
+        status, answer = await http(control, "GET", "/writes")
+        assert status == 200
+        assert [(w["seq"], w["barrier_id"], w["command"]) for w in answer["writes"]] == [
+            (1, 1, "open"),
+            (2, 5, "close"),
+        ]
+        first, second = answer["writes"]
+        assert first["rest_state"] == "opened"
+        assert first["rests_at"] == pytest.approx(first["written_at"] + TRAVEL, abs=2 * SCAN)
+        assert second["rest_state"] == "closed"  # already closed: at rest once accepted
+        assert second["written_at"] <= second["rests_at"] <= second["written_at"] + 2 * SCAN
+        assert await http(control, "GET", "/writes?after=1") == (200, {"writes": [second]})
+        assert await http(control, "GET", "/writes?after=2") == (200, {"writes": []})
+
+        for path in (
+            "/writes?after=x",
+            "/writes?after=-1",
+            "/writes?after=",
+            "/writes?after=1&after=2",
+        ):
+            status, answer = await http(control, "GET", path)
+            assert (status, answer["error"]) == (400, "invalid_query"), path
+            assert answer["message"]
+        status, answer = await http(control, "POST", "/writes")
+        assert (status, answer["error"]) == (405, "method_not_allowed")
 
 
 async def test_the_command_line_serves_until_interrupted() -> None:

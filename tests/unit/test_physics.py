@@ -11,12 +11,14 @@ from simulator.physics import (
     Fault,
     Mechanics,
     PlcClock,
+    Rest,
     clear_fault,
     inject_fault,
     observe,
     plc_time,
     reported_position,
     request,
+    rest_after,
     resume_scan,
     set_occupied,
     stop_scan,
@@ -272,6 +274,59 @@ def test_a_locked_out_barrier_accepts_the_coil_and_ignores_the_command() -> None
     written = write_request(locked, Command.OPEN, True, 0.3)
     assert not observe(written, 0.5).open_pending
     assert seen(written, 5.0) == (S.FAULT, F.EMERGENCY_STOP, 0)
+
+
+OCCUPIED_OPENED = set_occupied(OPENED, True, 0.0)
+STUCK_CLOSED = inject_fault(CLOSED, Fault.STUCK, 0.0)
+OPEN, CLOSE = Command.OPEN, Command.CLOSE
+
+
+@pytest.mark.parametrize(
+    ("start", "writes", "command", "rest"),
+    [
+        # Accepted at the next scan (0.5), then a full 3 s stroke.
+        (CLOSED, [(OPEN, 0.3)], OPEN, Rest(S.OPENED, 3.5)),
+        (OPENED, [(CLOSE, 0.3)], CLOSE, Rest(S.CLOSED, 3.5)),
+        # Already resting there: at rest as of the scan that accepts the request.
+        (OPENED, [(OPEN, 0.3)], OPEN, Rest(S.OPENED, 0.5)),
+        (STUCK_CLOSED, [(CLOSE, 0.3)], CLOSE, Rest(S.CLOSED, 0.5)),
+        (OPENING, [(OPEN, 3.1)], OPEN, Rest(S.OPENED, 3.25)),  # arrived at 3.0
+        # Already on the way: the travel under way ends it.
+        (OPENING, [(OPEN, 1.0)], OPEN, Rest(S.OPENED, 3.0)),
+        (OPENING, [(CLOSE, 1.4)], CLOSE, Rest(S.CLOSED, 3.0)),  # reversed at 50 % at 1.5
+        (inject_fault(OPENING, Fault.OBSTRUCTION, 1.0), [(OPEN, 1.1)], OPEN, Rest(S.OPENED, 3.25)),
+        # Never rests there.
+        (OCCUPIED_OPENED, [(CLOSE, 0.3)], CLOSE, None),
+        (set_occupied(OPENING, True, 0.0), [(CLOSE, 1.0)], CLOSE, None),
+        (STUCK_CLOSED, [(OPEN, 0.3)], OPEN, None),
+        (inject_fault(OPENING, Fault.STUCK, 1.0), [(OPEN, 1.1)], OPEN, None),
+        (inject_fault(CLOSED, Fault.MOTOR_FAULT, 0.0), [(OPEN, 0.3)], OPEN, None),
+        (inject_fault(OPENED, Fault.EMERGENCY_STOP, 0.0), [(CLOSE, 0.3)], CLOSE, None),
+        (inject_fault(OPENING, Fault.OBSTRUCTION, 1.0), [(CLOSE, 1.1)], CLOSE, None),
+        # Two requests accepted by one scan: the later one decides.
+        (CLOSED, [(OPEN, 0.3), (CLOSE, 0.4)], OPEN, None),
+        (CLOSED, [(OPEN, 0.3), (CLOSE, 0.4)], CLOSE, Rest(S.CLOSED, 0.5)),
+    ],
+)
+def test_the_rest_a_coil_request_leads_to(
+    start: Barrier, writes: list[tuple[Command, float]], command: Command, rest: Rest | None
+) -> None:
+    barrier = start
+    for written, at in writes:
+        barrier = write_request(barrier, written, True, at)
+    predicted = rest_after(barrier, command)
+    if rest is None:
+        assert predicted is None
+    else:
+        assert predicted is not None
+        assert predicted.state is rest.state
+        assert predicted.at == pytest.approx(rest.at)
+        assert observe(barrier, predicted.at).state is rest.state, "the physics agree"
+
+
+def test_the_rest_of_a_request_not_pending_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no open request is pending"):
+        rest_after(write_request(CLOSED, Command.CLOSE, True, 0.3), Command.OPEN)
 
 
 @pytest.mark.parametrize(
