@@ -49,7 +49,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.offsets import OffsetTracker
 from bridge.partitioning import barrier_partition
 from bridge.settings import BridgeSettings
-from bridge.tracking import ErrorLatch, track, with_pending
+from bridge.tracking import ErrorLatch, Tracked, track, with_pending
 from plc.errors import PlcConnectionError, PlcError, PlcOverloaded, PlcTimeout
 from plc.poller import BarrierSample, Poller, PollSettings
 from plc.quality import Quality, QualityLimits
@@ -63,7 +63,7 @@ from store.kafka import (
     ensure_topics,
     partition_count,
 )
-from store.postgres import BarrierStore, NewCommand, StoreUnavailable
+from store.postgres import BarrierStore, NewCommand, NewEvent, StoreUnavailable
 from store.types import (
     BarrierStatus,
     CommandKind,
@@ -78,9 +78,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_DELAY = 0.5
+"""Seconds between attempts to reach PostgreSQL or Kafka while they are down."""
+
 TRACKER_WAIT = 1.0
 """Seconds an outcome waits for the tracker to fold in the sample that decided it."""
-"""Seconds between attempts to reach PostgreSQL or Kafka while they are down."""
+
+TRACK_CHUNK = 500
+"""Most samples whose history the tracker writes in one transaction."""
 
 HOUSEKEEPING_INTERVAL = 0.2
 """Seconds between offset commits and metric updates."""
@@ -377,9 +381,9 @@ class Bridge:
             await self._untracked_event.wait()
             self._untracked_event.clear()
             batch, self._untracked = self._untracked, {}
-            now = self.wall()
-            for sample in batch.values():
-                await self._track_one(sample, now)
+            samples = list(batch.values())
+            for first in range(0, len(samples), TRACK_CHUNK):
+                await self._track_many(samples[first : first + TRACK_CHUNK], self.wall())
             async with self._tracked:
                 self._tracked.notify_all()
 
@@ -413,24 +417,26 @@ class Bridge:
         self.metrics.link_up.labels(endpoint.name).set(1 if loop.link_up else 0)
         self.metrics.missed_cycles.labels(endpoint.name).set(loop.stats.missed_cycles)
 
-    async def _track_one(self, sample: BarrierSample, now: float) -> None:
-        barrier_id = sample.barrier_id
-        if not self.owns(barrier_id):
-            return
-        if sample.reading is not None:
-            self._plc_states[barrier_id] = sample.reading.state
-        previous = self.records.get(barrier_id)
-        pending = previous.pending if previous is not None else None
-        latch = self.latches.get(barrier_id)
-        tracked = track(previous, self._names[barrier_id], sample, pending, now, latch)
-        if tracked.latch is None:
-            self.latches.pop(barrier_id, None)
-        for change in tracked.changes:
-            await self.durably(
-                functools.partial(
-                    self.store.record_event,
-                    barrier_id,
-                    change.event_type,
+    async def _track_many(self, samples: list[BarrierSample], now: float) -> None:
+        """Fold `samples` into the records, once the history they imply is written in one go."""
+        decided: list[tuple[BarrierSample, StatusRecord | None, Tracked]] = []
+        events: list[NewEvent] = []
+        for sample in samples:
+            barrier_id = sample.barrier_id
+            if not self.owns(barrier_id):
+                continue
+            if sample.reading is not None:
+                self._plc_states[barrier_id] = sample.reading.state
+            previous = self.records.get(barrier_id)
+            pending = previous.pending if previous is not None else None
+            latch = self.latches.get(barrier_id)
+            tracked = track(previous, self._names[barrier_id], sample, pending, now, latch)
+            if tracked.latch is None:
+                self.latches.pop(barrier_id, None)
+            events += (
+                NewEvent(
+                    barrier_id=barrier_id,
+                    event_type=change.event_type,
                     at=now,
                     status=change.status,
                     detail=change.detail,
@@ -439,25 +445,31 @@ class Bridge:
                     fault=tracked.record.fault,
                     position=tracked.record.position,
                 )
+                for change in tracked.changes
             )
-        current = self.records.get(barrier_id)
-        if current is not previous and current is not None:
-            # A command moved on while the events were written: fold the sample into the
-            # record as it is now (the events are written already).
-            tracked = track(
-                current,
-                self._names[barrier_id],
-                sample,
-                current.pending,
-                now,
-                self.latches.get(barrier_id),
-            )
-        if tracked.refresh:
-            self.records[barrier_id] = tracked.record
-            if not self._ends_command(sample, now):
-                self._mark_dirty(barrier_id, tracked.publish)
-        if sample.read_at is not None:
-            self._tracked_at[barrier_id] = sample.read_at
+            decided.append((sample, previous, tracked))
+        if events:
+            await self.durably(functools.partial(self.store.record_events, events))
+        for sample, previous, tracked in decided:
+            barrier_id = sample.barrier_id
+            current = self.records.get(barrier_id)
+            if current is not previous and current is not None:
+                # A command moved on while the events were written: fold the sample into the
+                # record as it is now (the events are written already).
+                tracked = track(
+                    current,
+                    self._names[barrier_id],
+                    sample,
+                    current.pending,
+                    now,
+                    self.latches.get(barrier_id),
+                )
+            if tracked.refresh:
+                self.records[barrier_id] = tracked.record
+                if not self._ends_command(sample, now):
+                    self._mark_dirty(barrier_id, tracked.publish)
+            if sample.read_at is not None:
+                self._tracked_at[barrier_id] = sample.read_at
 
     # -- recording -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ the way out (``barriers.last_updated`` is a ``TIMESTAMP`` holding UTC, the other
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -34,6 +34,21 @@ from store.types import (
 
 class StoreUnavailable(Exception):
     """PostgreSQL cannot be reached, so nothing was recorded; retry once it is back."""
+
+
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A history event to record; a confirmed status also becomes the barrier's durable status."""
+
+    barrier_id: int
+    event_type: EventType
+    at: float
+    """Unix seconds."""
+    status: BarrierStatus | None = None
+    detail: dict[str, object] = msgspec.field(default_factory=dict)
+    command_id: str | None = None
+    actor: str | None = None
+    fault: str | None = None
+    position: int | None = None
 
 
 class NewCommand(msgspec.Struct, frozen=True):
@@ -352,12 +367,14 @@ class BarrierStore:
                 detail["detail"] = cmd.detail
             await _record(
                 conn,
-                barrier_id=cmd.barrier_id,
-                event_type=COMMAND_EVENTS[cmd.state],
-                at=cmd.accepted_at,
-                command_id=cmd.command_id,
-                actor=cmd.actor,
-                detail=detail,
+                NewEvent(
+                    barrier_id=cmd.barrier_id,
+                    event_type=COMMAND_EVENTS[cmd.state],
+                    at=cmd.accepted_at,
+                    command_id=cmd.command_id,
+                    actor=cmd.actor,
+                    detail=detail,
+                ),
             )
             return msgspec.convert(inserted, CommandRecord), True
 
@@ -398,14 +415,16 @@ class BarrierStore:
                 return False
             await _record(
                 conn,
-                barrier_id=command["barrier_id"],
-                event_type=COMMAND_EVENTS[state],
-                at=at,
-                command_id=command_id,
-                actor=command["actor"],
-                status=barrier_status,
-                detail=event_detail,
-                fault=fault,
+                NewEvent(
+                    barrier_id=command["barrier_id"],
+                    event_type=COMMAND_EVENTS[state],
+                    at=at,
+                    command_id=command_id,
+                    actor=command["actor"],
+                    status=barrier_status,
+                    detail=dict(event_detail or {}),
+                    fault=fault,
+                ),
             )
         return True
 
@@ -423,19 +442,29 @@ class BarrierStore:
         position: int | None = None,
     ) -> None:
         """Record an event and, for a confirmed `status`, the barrier's status: one transaction."""
-        async with self._transaction() as conn:
-            await _record(
-                conn,
-                barrier_id=barrier_id,
-                event_type=event_type,
-                at=at,
-                command_id=command_id,
-                actor=actor,
-                status=status,
-                detail=detail,
-                fault=fault,
-                position=position,
-            )
+        await self.record_events(
+            [
+                NewEvent(
+                    barrier_id=barrier_id,
+                    event_type=event_type,
+                    at=at,
+                    status=status,
+                    detail=dict(detail or {}),
+                    command_id=command_id,
+                    actor=actor,
+                    fault=fault,
+                    position=position,
+                )
+            ]
+        )
+
+    async def record_events(self, events: Sequence[NewEvent]) -> None:
+        """Record `events` in order, in one transaction, their statements pipelined."""
+        if not events:
+            return
+        async with self._transaction() as conn, conn.pipeline():
+            for event in events:
+                await _record(conn, event)
 
     async def get_command(self, command_id: str) -> CommandRecord | None:
         """Return the command recorded as `command_id`, or None."""
@@ -522,34 +551,23 @@ class BarrierStore:
             yield conn
 
 
-async def _record(
-    conn: AsyncConnection[DictRow],
-    *,
-    barrier_id: int,
-    event_type: EventType,
-    at: float,
-    command_id: str | None = None,
-    actor: str | None = None,
-    status: BarrierStatus | None = None,
-    detail: Mapping[str, object] | None = None,
-    fault: str | None = None,
-    position: int | None = None,
-) -> None:
-    """Insert a history row; for a confirmed `status` also update the barrier's durable status.
+async def _record(conn: AsyncConnection[DictRow], event: NewEvent) -> None:
+    """Insert a history row; for a confirmed status also update the barrier's durable status.
 
     The fault, when given, goes into the event's detail as well, so the history is complete.
     A confirmed status sets ``fault`` as given (None clears it) and keeps an unknown position.
     """
-    event_detail = dict(detail or {})
+    barrier_id, status, at, fault = event.barrier_id, event.status, event.at, event.fault
+    event_detail = dict(event.detail)
     if fault is not None:
         event_detail["fault"] = fault
     await conn.execute(
         _INSERT_EVENT,
         {
             "barrier_id": barrier_id,
-            "event_type": event_type,
-            "command_id": command_id,
-            "actor": actor,
+            "event_type": event.event_type,
+            "command_id": event.command_id,
+            "actor": event.actor,
             "status": status,
             "detail": _jsonb(event_detail),
             "at": at,
@@ -563,6 +581,6 @@ async def _record(
                 "status": status,
                 "at": at,
                 "fault": fault,
-                "position": position,
+                "position": event.position,
             },
         )
