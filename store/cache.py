@@ -84,16 +84,18 @@ class StatusCache:
         await self.put_many([record], publish={record.barrier_id})
 
     async def put_many(self, records: Iterable[StatusRecord], *, publish: Collection[int]) -> None:
-        """Store `records` in one MULTI, publishing those of the barriers in `publish`.
+        """Store `records` (one MSET) and publish those of the barriers in `publish`, in one MULTI.
 
         Unpublished writes only keep a record's read time true; clients see no change in them.
         """
+        encoded = {self._key(r.barrier_id): (r.barrier_id, _encoder.encode(r)) for r in records}
+        if not encoded:
+            return
         with _unavailable_as_typed_error():
             async with self._redis.pipeline(transaction=True) as pipe:
-                for record in records:
-                    data = _encoder.encode(record)
-                    pipe.set(self._key(record.barrier_id), data)
-                    if record.barrier_id in publish:
+                pipe.mset({key: data for key, (_, data) in encoded.items()})
+                for barrier_id, data in encoded.values():
+                    if barrier_id in publish:
                         pipe.publish(self.channel, data)
                 await pipe.execute()
 
@@ -118,18 +120,19 @@ class StatusCache:
         return sorted(records, key=lambda record: record.barrier_id)
 
     async def rebuild(self, records: Iterable[StatusRecord], *, owner: str = "") -> None:
-        """Write every record and a fresh sentinel of `owner` in one MULTI, without publishing.
+        """Write every record and a fresh sentinel of `owner` in one MSET, without publishing.
 
         Records of barriers not in `records` are left alone: each bridge rebuilds its own, and
         keeps a sentinel of its own.
         """
         epoch = f"{secrets.token_hex(8)}@{time.time():.3f}"
         with _unavailable_as_typed_error():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for record in records:
-                    pipe.set(self._key(record.barrier_id), _encoder.encode(record))
-                pipe.set(self._sentinel_key(owner), epoch)
-                await pipe.execute()
+            await self._redis.mset(
+                {
+                    **{self._key(r.barrier_id): _encoder.encode(r) for r in records},
+                    self._sentinel_key(owner): epoch,
+                }
+            )
 
     async def has_sentinel(self, owner: str = "") -> bool:
         """Whether `owner`'s sentinel of its last rebuild is there (False after a flush)."""
