@@ -384,6 +384,7 @@ class Bridge:
             samples = list(batch.values())
             for first in range(0, len(samples), TRACK_CHUNK):
                 await self._track_many(samples[first : first + TRACK_CHUNK], self.wall())
+                await asyncio.sleep(0)  # let the poll loops run between chunks
             async with self._tracked:
                 self._tracked.notify_all()
 

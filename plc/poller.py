@@ -164,10 +164,10 @@ class EndpointPoller:
             if t.fast_until > now or (t.reading is not None and t.reading.state in MOVING_STATES)
         ]
 
-    async def run(self) -> None:
-        """Poll until cancelled."""
+    async def run(self, *, phase: float = 0.0) -> None:
+        """Poll until cancelled, the first full cycle `phase` seconds from now."""
         interval, fast = self.settings.interval, self.settings.fast_interval
-        next_full = self._monotonic()
+        next_full = self._monotonic() + phase
         while True:
             # Cleared before deciding, so a boost that comes while we poll is not lost.
             self._wake.clear()
@@ -280,10 +280,15 @@ class Poller:
         await self.stop()
 
     def start(self) -> None:
-        """Start one loop per endpoint."""
+        """Start one loop per endpoint, their cycles spread evenly over the poll interval.
+
+        Endpoints polled in step would send every request at the same instant and hand every
+        sample over at once; spread out, the work (and each request's wait) stays even.
+        """
+        spacing = self.settings.interval / max(len(self.endpoints), 1)
         self._tasks = [
-            asyncio.create_task(loop.run(), name=f"poll {name}")
-            for name, loop in self.endpoints.items()
+            asyncio.create_task(loop.run(phase=index * spacing), name=f"poll {name}")
+            for index, (name, loop) in enumerate(self.endpoints.items())
         ]
 
     async def stop(self) -> None:
