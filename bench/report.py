@@ -126,6 +126,8 @@ class ScenarioResult(msgspec.Struct, kw_only=True):
     notes: list[str] = msgspec.field(default_factory=list)
     problems: list[str] = msgspec.field(default_factory=list)
     """Broken invariants (a command lost, lag that never returns to 0): not timing."""
+    samples: dict[str, list[float]] = msgspec.field(default_factory=dict)
+    """The raw samples of each distribution figure, by ``"<phase>: <name> (<unit>)"``."""
 
     def add(self, phase: str, name: str, unit: str, value: float | None, **extra: Any) -> None:
         """Add a single-value figure."""
@@ -135,9 +137,11 @@ class ScenarioResult(msgspec.Struct, kw_only=True):
         self, phase: str, name: str, unit: str, values: Iterable[float], **extra: Any
     ) -> None:
         """Add a distribution figure from raw samples (nothing if there are none)."""
-        stats = summarize(values)
+        kept = list(values)
+        stats = summarize(kept)
         if stats is not None:
             self.figures.append(Figure(phase=phase, name=name, unit=unit, stats=stats, **extra))
+            self.samples[f"{phase}: {name} ({unit})"] = kept
 
 
 def _cpu_model() -> str:

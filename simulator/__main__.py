@@ -80,13 +80,16 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     simulator = simulator_from(args)
     async with AsyncExitStack() as stack:
+        if args.control_port:
+            # Bound first: PLCs listening on OS-chosen ports (--port 0) cannot take its port.
+            control = await stack.enter_async_context(
+                ControlServer(simulator, args.host, args.control_port)
+            )
         await stack.enter_async_context(simulator)
         for endpoint in simulator.register_map.endpoints:
             ids = [b.id for b in simulator.register_map.barriers_on(endpoint.name)]
             print(f"{endpoint.name} modbus://{endpoint.address} barriers {ids}", flush=True)
         if args.control_port:
-            control = ControlServer(simulator, args.host, args.control_port)
-            await stack.enter_async_context(control)
             print(f"control {control.url}", flush=True)
         await stop.wait()
 

@@ -84,17 +84,19 @@ class StatusCache:
         await self.put_many([record], publish={record.barrier_id})
 
     async def put_many(self, records: Iterable[StatusRecord], *, publish: Collection[int]) -> None:
-        """Store `records` (one MSET) and publish those of the barriers in `publish`, in one MULTI.
+        """Store `records` and publish those of the barriers in `publish`, in one MULTI.
 
-        Unpublished writes only keep a record's read time true; clients see no change in them.
+        One MSET stores them all (the last record of a barrier wins); each record of a barrier in
+        `publish` is published, in order. Unpublished writes only keep a record's read time
+        true; clients see no change in them.
         """
-        encoded = {self._key(r.barrier_id): (r.barrier_id, _encoder.encode(r)) for r in records}
+        encoded = [(r.barrier_id, _encoder.encode(r)) for r in records]
         if not encoded:
             return
         with _unavailable_as_typed_error():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.mset({key: data for key, (_, data) in encoded.items()})
-                for barrier_id, data in encoded.values():
+                pipe.mset({self._key(barrier_id): data for barrier_id, data in encoded})
+                for barrier_id, data in encoded:
                     if barrier_id in publish:
                         pipe.publish(self.channel, data)
                 await pipe.execute()

@@ -241,6 +241,30 @@ async def test_status_comes_from_the_cache_with_quality_and_age(
     assert old["age_seconds"] >= 60
 
 
+async def test_status_is_the_same_answered_ahead_of_the_framework_or_by_it(
+    api: RunningApi, cache: StatusCache
+) -> None:
+    now = time.time()
+    await cache.put(record(5, BarrierStatus.OPENED, read_at=now - 1.0))
+    fast = await api.client.get("/barriers/5/status", headers=auth("viewer"))
+    # A non-canonical id is not the fast path's: the routed handler answers it.
+    routed = await api.client.get("/barriers/05/status", headers=auth("viewer"))
+    assert fast.status_code == routed.status_code == 200
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    first, second = fast.json(), routed.json()
+    assert abs(first.pop("age_seconds") - second.pop("age_seconds")) < 1.0
+    assert first == second
+    # Whoever answers, each request is timed under its route's template.
+    assert (await api.client.get("/barriers/5/status")).status_code == 401
+    assert (await api.client.get("/barriers/99/status", headers=auth("viewer"))).status_code == 404
+    metrics = (await api.client.get("/metrics")).text
+    route = 'method="GET",path="/barriers/{barrier_id}/status"'
+    for status in (200, 401, 404):
+        assert f'barrier_api_request_duration_seconds_count{{{route},status_code="{status}"}}' in (
+            metrics
+        ), status
+
+
 async def test_status_falls_back_to_postgres_when_redis_is_down(
     store: BarrierStore, kafka_bootstrap: str, db_url: str, namespace: str
 ) -> None:
