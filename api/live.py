@@ -1,6 +1,7 @@
 """Live status over WebSocket: one Redis subscription per process, fanned out to every client.
 
-Each client has a bounded queue and a task of its own, so no client can slow another. A client
+Each change is turned into its message once, whatever the number of clients. Each client has a
+bounded queue and a task of its own, so no client can slow another. A client
 whose queue overflows gets a fresh snapshot instead of the changes it missed (the snapshot is
 read when it is sent, so nothing is lost); a client that does not take a message within the
 send timeout is disconnected.
@@ -52,8 +53,8 @@ class Watcher:
 
     def __init__(self, barrier_ids: frozenset[int] | None, size: int) -> None:
         self.barrier_ids = barrier_ids
-        self.queue: asyncio.Queue[StatusRecord | None] = asyncio.Queue(size)
-        """Records to send; None asks for a fresh snapshot."""
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(size)
+        """Encoded messages to send; None asks for a fresh snapshot."""
         self.resync_pending = False
         self.resyncs = 0
 
@@ -61,14 +62,14 @@ class Watcher:
         """Whether the client watches `barrier_id`."""
         return self.barrier_ids is None or barrier_id in self.barrier_ids
 
-    def offer(self, record: StatusRecord) -> None:
-        """Queue `record`, or, if the client is too far behind, ask for a resync instead."""
-        if not self.wants(record.barrier_id):
+    def offer(self, barrier_id: int, message: str) -> None:
+        """Queue a change of `barrier_id`, or, if the client is too far behind, ask for a resync."""
+        if not self.wants(barrier_id):
             return
         if self.resync_pending:
             return  # the snapshot to come is read after this change: it shows it
         try:
-            self.queue.put_nowait(record)
+            self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.resync()
 
@@ -120,11 +121,16 @@ class Broadcaster:
                 continue
             now = time.time()
             for record in records:
-                quality = view_of_record(record, now, self.stale_after).quality
-                if self._quality.get(record.barrier_id, quality) != quality:
-                    for watcher in list(self.watchers):
-                        watcher.offer(record)
-                self._quality[record.barrier_id] = quality
+                view = view_of_record(record, now, self.stale_after)
+                if self._quality.get(record.barrier_id, view.quality) != view.quality:
+                    self._offer(record.barrier_id, view)
+                self._quality[record.barrier_id] = view.quality
+
+    def _offer(self, barrier_id: int, view: BarrierView) -> None:
+        """Hand one change, encoded once, to every watcher."""
+        message = msgspec.json.encode(Change(view)).decode()
+        for watcher in list(self.watchers):
+            watcher.offer(barrier_id, message)
 
     async def _run(self) -> None:
         while True:
@@ -134,8 +140,8 @@ class Broadcaster:
                     for watcher in self.watchers:
                         watcher.resync()  # it may have missed changes while we were away
                     async for record in records:
-                        for watcher in list(self.watchers):
-                            watcher.offer(record)
+                        view = view_of_record(record, time.time(), self.stale_after)
+                        self._offer(record.barrier_id, view)
             except CacheUnavailable as exc:
                 log.warning("status subscription lost: %s", exc)
             self.subscribed.clear()
@@ -160,10 +166,11 @@ async def serve_watcher(
 ) -> None:
     """Send a snapshot, then every change, and pings when idle; raise TooSlow for a stuck client."""
 
-    async def deliver(message: LiveMessage) -> None:
+    async def deliver(message: LiveMessage | str) -> None:
+        text = message if isinstance(message, str) else msgspec.json.encode(message).decode()
         try:
             async with asyncio.timeout(send_timeout):
-                await send(msgspec.json.encode(message).decode())
+                await send(text)
         except TimeoutError:
             raise TooSlow from None
 
@@ -177,11 +184,11 @@ async def serve_watcher(
     while True:
         try:
             async with asyncio.timeout(ping_interval):
-                record = await watcher.queue.get()
+                message = await watcher.queue.get()
         except TimeoutError:
             await deliver(Ping(time.time()))
             continue
-        if record is None:
+        if message is None:
             await send_snapshot()
         else:
-            await deliver(Change(view_of_record(record, time.time(), stale_after)))
+            await deliver(message)

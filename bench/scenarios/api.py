@@ -29,9 +29,7 @@ from contextlib import ExitStack
 from datetime import datetime
 from urllib.parse import urlsplit
 
-import httpx
 import msgspec
-import websockets
 
 from api.settings import ApiSettings
 from bench.api_process import TOKENS, ApiProcess, bearer
@@ -40,6 +38,7 @@ from bench.harness import Context, Scenario
 from bench.report import ScenarioResult
 from bench.scenarios.bridge import BRIDGE_ROLE, SIM_ROLE, note_stop, start_bridge
 from bench.services import Services
+from bench.wire import FrameReader, HttpPool, open_websocket
 from simulator.server import CoilWrite
 from store.cache import StatusCache
 from store.types import CommandKind
@@ -90,6 +89,12 @@ QUICK = Params(
     fanout_interval=0.1,
 )
 
+POST_CONNECTIONS = 32
+"""Keep-alive connections the POSTs share (a POST waits for the broker: several are in flight)."""
+
+FANOUT_SETTLE = 1.0
+"""Seconds the fan-out clients keep listening after the last change."""
+
 DRAIN_TIMEOUT = 30.0
 """Seconds to wait after the last POST for every coil write and every arrival on the WebSocket."""
 
@@ -115,45 +120,15 @@ class Received(msgspec.Struct, frozen=True):
     received_at: float
 
 
-class WebSocketRecorder:
-    """One WebSocket client that timestamps every frame and decodes them afterwards."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.frames: list[tuple[float, str | bytes]] = []
-        self.snapshot = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _listen(self) -> None:
-        async with websockets.connect(self.url, max_queue=None, ping_interval=None) as socket:
-            async for frame in socket:
-                self.frames.append((time.time(), frame))
-                self.snapshot.set()
-
-    async def __aenter__(self) -> WebSocketRecorder:
-        self._task = asyncio.create_task(self._listen())
-        waiter = asyncio.create_task(self.snapshot.wait())
-        await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if not self.snapshot.is_set():
-            waiter.cancel()
-            await self._task  # raises what ended it
-            raise ChildError(f"{self.url}: closed before its snapshot")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    def statuses(self) -> list[Received]:
-        """Every status change received (the snapshot left out)."""
-        received = []
-        for at, frame in self.frames:
-            message = msgspec.json.decode(frame)
-            if message.get("type") == "status":
-                barrier = message["barrier"]
-                received.append(Received(barrier["barrier_id"], barrier["status"], at))
-        return received
+def statuses_of(frames: Iterable[tuple[float, bytes]]) -> list[Received]:
+    """Every status change among WebSocket frames (snapshots and pings left out)."""
+    received = []
+    for at, frame in frames:
+        message = msgspec.json.decode(frame)
+        if message.get("type") == "status":
+            barrier = message["barrier"]
+            received.append(Received(barrier["barrier_id"], barrier["status"], at))
+    return received
 
 
 def match_writes(sent: Sequence[Sent], writes: Sequence[CoilWrite]) -> list[CoilWrite | None]:
@@ -222,18 +197,15 @@ async def post_commands(
     next_kind = dict.fromkeys(barriers, CommandKind.OPEN)
     warmup = round(params.rate * params.warmup_seconds)
     total = warmup + round(params.rate * params.command_seconds)
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     loop = asyncio.get_running_loop()
-    async with httpx.AsyncClient(base_url=api.base, limits=limits, timeout=10.0) as client:
+    async with HttpPool(api.settings.port, POST_CONNECTIONS) as pool:
 
         async def post(barrier: int, kind: CommandKind, measured: bool) -> None:
             sent_at = time.time()
-            reply = await client.post(
-                f"/barriers/{barrier}/{kind.value}", headers=bearer("operator")
+            status, _ = await pool.request(
+                "POST", f"/barriers/{barrier}/{kind.value}", bearer("operator")
             )
-            sent.append(
-                Sent(barrier, kind, sent_at, time.time(), reply.status_code, measured=measured)
-            )
+            sent.append(Sent(barrier, kind, sent_at, time.time(), status, measured=measured))
 
         tasks = []
         began = loop.time()
@@ -264,8 +236,9 @@ async def commands_phase(
     )
     before = await sim.writes()
     after_seq = max((w.seq for w in before), default=0)
-    url = f"{api.ws_base}/ws?token={TOKENS['viewer']}"
-    async with WebSocketRecorder(url) as watcher:
+    watcher = await open_websocket(api.settings.port, f"/ws?token={TOKENS['viewer']}")
+    try:
+        await asyncio.wait_for(watcher.first.wait(), timeout=10.0)
         with context.monitor.window(phase):
             sent, seconds = await post_commands(api, barriers, params)
             accepted = [s for s in sent if s.status_code == 202]
@@ -274,10 +247,12 @@ async def commands_phase(
                 writes = await sim.writes(after=after_seq)
                 matched = match_writes(accepted, writes)
                 done = [w for w in matched if w is not None]
-                delays = arrival_delays(done, watcher.statuses())
+                delays = arrival_delays(done, statuses_of(watcher.frames))
                 if (None not in matched and None not in delays) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
+    finally:
+        watcher.close()
     measured = [
         (s, w, d)
         for s, w, d in zip(accepted, matched, _spread(matched, delays), strict=True)
@@ -501,45 +476,34 @@ async def get_status_phase(
         result.problems.append(f"{phase}: wrk saw {ours.errors} errors or non-2xx answers")
 
 
-class FanoutClient:
-    """One watcher of the fan-out phase: the time each frame arrived."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[float, str | bytes]] = []
-        self.ready = asyncio.Event()
-
-    async def listen(self, url: str) -> None:
-        """Connect, then timestamp every frame until cancelled."""
-        async with websockets.connect(url, max_queue=None, ping_interval=None) as socket:
-            async for frame in socket:
-                self.frames.append((time.time(), frame))
-                self.ready.set()
-
-
 def fanout_delays(
-    published: Sequence[float], clients: Iterable[FanoutClient]
+    published: Sequence[float], clients: Iterable[Sequence[tuple[float, bytes]]]
 ) -> tuple[list[float], list[float], int]:
     """Per received change, publish -> received (s); per change, the slowest client; misses.
 
-    A change is known by the read time it carries, which the bench set to its publish time.
+    A change is known by the read time it carries, which the bench set to its publish time. A
+    client that fell behind gets it in a fresh snapshot instead (a resync): that counts too.
     """
     by_ms = {round(at * 1000): at for at in published}
     delays: list[float] = []
     slowest: dict[float, float] = {}
     expected = 0
-    for client in clients:
+    for frames in clients:
         expected += len(published)
-        for received_at, frame in client.frames:
+        for received_at, frame in frames:
             message = msgspec.json.decode(frame)
-            if message.get("type") != "status" or message["barrier"]["read_at"] is None:
-                continue
-            read_at = datetime.fromisoformat(message["barrier"]["read_at"]).timestamp()
-            ms = round(read_at * 1000)
-            change = next((by_ms[k] for k in (ms, ms - 1, ms + 1) if k in by_ms), None)
-            if change is not None:
-                delay = received_at - change
-                delays.append(delay)
-                slowest[change] = max(slowest.get(change, 0.0), delay)
+            views = message.get("barriers", []) + (
+                [message["barrier"]] if message.get("type") == "status" else []
+            )
+            for view in views:
+                if view["read_at"] is None:
+                    continue
+                ms = round(datetime.fromisoformat(view["read_at"]).timestamp() * 1000)
+                change = next((by_ms[k] for k in (ms, ms - 1, ms + 1) if k in by_ms), None)
+                if change is not None:
+                    delay = received_at - change
+                    delays.append(delay)
+                    slowest[change] = max(slowest.get(change, 0.0), delay)
     return delays, list(slowest.values()), expected - len(delays)
 
 
@@ -553,14 +517,14 @@ async def fanout_phase(
 ) -> None:
     """Publish `fanout_changes` changes of one barrier to `fanout_clients` WebSocket clients."""
     phase = "fan-out"
-    url = f"{api.ws_base}/ws?barriers={barrier_id}&token={TOKENS['viewer']}"
-    clients = [FanoutClient() for _ in range(params.fanout_clients)]
-    tasks: list[asyncio.Task[None]] = []
-    for client in clients:  # connect in order: a thousand at once would only queue in accept
-        tasks.append(asyncio.create_task(client.listen(url)))
-        await asyncio.wait_for(client.ready.wait(), timeout=10.0)
-    published: list[float] = []
+    path = f"/ws?barriers={barrier_id}&token={TOKENS['viewer']}"
+    clients: list[FrameReader] = []
     try:
+        for _ in range(params.fanout_clients):  # in turn: a thousand at once only queue in accept
+            client = await open_websocket(api.settings.port, path)
+            clients.append(client)
+            await asyncio.wait_for(client.first.wait(), timeout=10.0)
+        published: list[float] = []
         record = await cache.get(barrier_id)
         if record is None:
             raise ChildError(f"barrier {barrier_id} has no record in the cache")
@@ -573,11 +537,11 @@ async def fanout_phase(
                 published.append(now)
                 await cache.put(record)
                 await asyncio.sleep(params.fanout_interval)
+        await asyncio.sleep(FANOUT_SETTLE)  # the last change's frames are on their way
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    delays, slowest, missed = fanout_delays(published, clients)
+        for client in clients:
+            client.close()
+    delays, slowest, missed = fanout_delays(published, [c.frames for c in clients])
     load = (
         f"{params.fanout_changes} changes of one barrier, one per {params.fanout_interval:g} s, "
         f"{params.fanout_clients} WebSocket clients (one bench process)"

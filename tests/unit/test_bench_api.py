@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from bench.scenarios.api import (
-    FanoutClient,
     Received,
     Sent,
     arrival_delays,
@@ -136,22 +135,27 @@ def test_redis_benchmark_csv_is_read() -> None:
         parse_redis_benchmark("Could not connect to Redis")
 
 
-def frame(kind: str, read_at: str | None) -> str:
-    barrier = {"barrier_id": 1, "status": "closed", "read_at": read_at}
-    body = {"type": kind, "barrier": barrier} if kind == "status" else {"type": kind}
-    return msgspec.json.encode(body).decode()
+def frame(kind: str, read_at: str | None) -> bytes:
+    view = {"barrier_id": 1, "status": "closed", "read_at": read_at}
+    body: dict[str, object] = {"type": kind}
+    if kind == "status":
+        body["barrier"] = view
+    elif kind == "snapshot":
+        body["barriers"] = [view]
+    return msgspec.json.encode(body)
 
 
 def test_fanout_delays_know_a_change_by_its_read_time() -> None:
     published = [1_700_000_000.1234, 1_700_000_000.6234]
-    fast, slow = FanoutClient(), FanoutClient()
-    fast.frames = [
+    fast = [
         (1_700_000_000.0, frame("snapshot", None)),
         (1_700_000_000.1334, frame("status", "2023-11-14T22:13:20.123400+00:00")),
+        (1_700_000_000.5, frame("ping", None)),
         (1_700_000_000.6334, frame("status", "2023-11-14T22:13:20.623400+00:00")),
     ]
-    slow.frames = [(1_700_000_000.1734, frame("status", "2023-11-14T22:13:20.123400+00:00"))]
-    delays, slowest, missed = fanout_delays(published, [fast, slow])
-    assert sorted(delays) == pytest.approx([0.01, 0.01, 0.05])
-    assert sorted(slowest) == pytest.approx([0.01, 0.05])
-    assert missed == 1
+    slow = [(1_700_000_000.1734, frame("status", "2023-11-14T22:13:20.123400+00:00"))]
+    resynced = [(1_700_000_000.7234, frame("snapshot", "2023-11-14T22:13:20.623400+00:00"))]
+    delays, slowest, missed = fanout_delays(published, [fast, slow, resynced])
+    assert sorted(delays) == pytest.approx([0.01, 0.01, 0.05, 0.1], abs=1e-5)
+    assert sorted(slowest) == pytest.approx([0.05, 0.1], abs=1e-5)
+    assert missed == 2
