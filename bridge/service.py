@@ -49,7 +49,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.offsets import OffsetTracker
 from bridge.partitioning import barrier_partition
 from bridge.settings import BridgeSettings
-from bridge.tracking import ErrorLatch, Tracked, track, with_pending
+from bridge.tracking import ErrorLatch, track, with_pending
 from plc.errors import PlcConnectionError, PlcError, PlcOverloaded, PlcTimeout
 from plc.poller import BarrierSample, Poller, PollSettings
 from plc.quality import Quality, QualityLimits
@@ -84,7 +84,10 @@ TRACKER_WAIT = 1.0
 """Seconds an outcome waits for the tracker to fold in the sample that decided it."""
 
 TRACK_CHUNK = 500
-"""Most samples whose history the tracker writes in one transaction."""
+"""Most samples the tracker folds in before it lets other tasks run."""
+
+HISTORY_BATCH = 1000
+"""Most history events written in one transaction."""
 
 HOUSEKEEPING_INTERVAL = 0.2
 """Seconds between offset commits and metric updates."""
@@ -286,6 +289,9 @@ class Bridge:
         self._tracked_at: dict[int, float] = {}
         """Read time of the newest sample the tracker has folded in, per barrier."""
         self._tracked = asyncio.Condition()
+        self._history: list[NewEvent] = []
+        """Tracked events not yet written to PostgreSQL, oldest first."""
+        self._history_event = asyncio.Event()
         self._dirty: dict[int, bool] = {}
         self._dirty_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -383,7 +389,7 @@ class Bridge:
             batch, self._untracked = self._untracked, {}
             samples = list(batch.values())
             for first in range(0, len(samples), TRACK_CHUNK):
-                await self._track_many(samples[first : first + TRACK_CHUNK], self.wall())
+                self._track_many(samples[first : first + TRACK_CHUNK], self.wall())
                 await asyncio.sleep(0)  # let the poll loops run between chunks
             async with self._tracked:
                 self._tracked.notify_all()
@@ -418,10 +424,12 @@ class Bridge:
         self.metrics.link_up.labels(endpoint.name).set(1 if loop.link_up else 0)
         self.metrics.missed_cycles.labels(endpoint.name).set(loop.stats.missed_cycles)
 
-    async def _track_many(self, samples: list[BarrierSample], now: float) -> None:
-        """Fold `samples` into the records, once the history they imply is written in one go."""
-        decided: list[tuple[BarrierSample, StatusRecord | None, Tracked]] = []
-        events: list[NewEvent] = []
+    def _track_many(self, samples: list[BarrierSample], now: float) -> None:
+        """Fold `samples` into the records at once; queue the history they imply.
+
+        What the PLC reports reaches the cache without waiting for PostgreSQL; the history
+        follows in order (`_write_history`).
+        """
         for sample in samples:
             barrier_id = sample.barrier_id
             if not self.owns(barrier_id):
@@ -434,7 +442,7 @@ class Bridge:
             tracked = track(previous, self._names[barrier_id], sample, pending, now, latch)
             if tracked.latch is None:
                 self.latches.pop(barrier_id, None)
-            events += (
+            self._history.extend(
                 NewEvent(
                     barrier_id=barrier_id,
                     event_type=change.event_type,
@@ -448,29 +456,27 @@ class Bridge:
                 )
                 for change in tracked.changes
             )
-            decided.append((sample, previous, tracked))
-        if events:
-            await self.durably(functools.partial(self.store.record_events, events))
-        for sample, previous, tracked in decided:
-            barrier_id = sample.barrier_id
-            current = self.records.get(barrier_id)
-            if current is not previous and current is not None:
-                # A command moved on while the events were written: fold the sample into the
-                # record as it is now (the events are written already).
-                tracked = track(
-                    current,
-                    self._names[barrier_id],
-                    sample,
-                    current.pending,
-                    now,
-                    self.latches.get(barrier_id),
-                )
             if tracked.refresh:
                 self.records[barrier_id] = tracked.record
                 if not self._ends_command(sample, now):
                     self._mark_dirty(barrier_id, tracked.publish)
             if sample.read_at is not None:
                 self._tracked_at[barrier_id] = sample.read_at
+        if self._history:
+            self._history_event.set()
+
+    async def _write_history(self) -> None:
+        """Write the tracked history in order, a batch per transaction, retrying while down.
+
+        A batch leaves the queue only once written: one caught by a stop stays for `stop`.
+        """
+        while True:
+            await self._history_event.wait()
+            self._history_event.clear()
+            while self._history:
+                batch = self._history[:HISTORY_BATCH]
+                await self.durably(functools.partial(self.store.record_events, batch))
+                del self._history[: len(batch)]
 
     # -- recording -------------------------------------------------------------------------
 
@@ -787,6 +793,7 @@ class Bridge:
         self._tasks = [
             asyncio.create_task(self._consume(), name="consume"),
             asyncio.create_task(self._track(), name="track"),
+            asyncio.create_task(self._write_history(), name="history"),
             asyncio.create_task(self._write_cache(), name="cache"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
@@ -805,6 +812,11 @@ class Bridge:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Write the history still queued, best effort.
+        with contextlib.suppress(StoreUnavailable):
+            for first in range(0, len(self._history), HISTORY_BATCH):
+                await self.store.record_events(self._history[first : first + HISTORY_BATCH])
+            self._history.clear()
         if self.poller is not None:
             await self.poller.stop()
             self.poller = None

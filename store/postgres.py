@@ -7,6 +7,9 @@ the way out (``barriers.last_updated`` is a ``TIMESTAMP`` holding UTC, the other
 
 from __future__ import annotations
 
+import math
+import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -272,7 +275,7 @@ class BarrierStore:
 
     @classmethod
     async def open(
-        cls, url: str, *, min_size: int = 1, max_size: int = 8, acquire_timeout: float = 5.0
+        cls, url: str, *, min_size: int = 1, max_size: int = 20, acquire_timeout: float = 5.0
     ) -> Self:
         """Connect to `url` (a libpq URL or conninfo string); raise StoreUnavailable if it fails.
 
@@ -285,7 +288,7 @@ class BarrierStore:
             min_size=min_size,
             max_size=max_size,
             timeout=acquire_timeout,
-            check=AsyncConnectionPool.check_connection,
+            check=_check_if_idle,
             name="barrier-store",
             open=False,
         )
@@ -540,7 +543,10 @@ class BarrierStore:
         """Lend a pooled autocommit connection; turn a lost database into StoreUnavailable."""
         try:
             async with self._pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    _last_used[conn] = time.monotonic()
         except psycopg.OperationalError as error:
             raise StoreUnavailable(f"PostgreSQL is unavailable: {error}") from error
 
@@ -549,6 +555,21 @@ class BarrierStore:
         """Lend a pooled connection inside a transaction that commits when the block ends."""
         async with self._connection() as conn, conn.transaction():
             yield conn
+
+
+CHECK_AFTER_IDLE = 1.0
+"""Seconds a pooled connection may sit unused before it is checked on its next loan."""
+
+_last_used: weakref.WeakKeyDictionary[AsyncConnection[DictRow], float] = weakref.WeakKeyDictionary()
+
+
+async def _check_if_idle(conn: AsyncConnection[DictRow]) -> None:
+    """Check a connection that sat idle (the server may have gone meanwhile) before lending it.
+
+    One that was just used is lent as is: a round trip per loan would cost as much as the work.
+    """
+    if time.monotonic() - _last_used.get(conn, -math.inf) > CHECK_AFTER_IDLE:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 async def _record(conn: AsyncConnection[DictRow], event: NewEvent) -> None:
