@@ -309,6 +309,9 @@ class CommandConsumer:
             loop.call_soon_threadsafe(self.closed.set)
 
     def _measure_lag(self, consumer: Consumer) -> None:
+        # One round trip for the committed offsets; the high watermarks are those of the last
+        # fetch responses (asking the broker per partition would hold up this thread, which
+        # hands out the commands, by a round trip per partition).
         assigned = consumer.assignment()
         if not assigned:
             return
@@ -318,8 +321,10 @@ class CommandConsumer:
             return
         for tp in committed:
             try:
-                _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 continue
+            if high < 0:
+                continue  # nothing fetched from it yet
             position = tp.offset if tp.offset >= 0 else 0
             self.lag[tp.partition] = max(high - position, 0)

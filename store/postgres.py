@@ -185,20 +185,37 @@ _SELECT_COMMAND = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = %
 
 # The WHERE clause refuses to move a command that has already ended.
 _ADVANCE_COMMAND = """
-UPDATE commands SET
-    state = %(state)s,
-    written_at = CASE WHEN %(written)s THEN to_timestamp(%(at)s) ELSE written_at END,
-    consumed_to_written_ms = CASE WHEN %(written)s
-        THEN 1000 * extract(epoch FROM to_timestamp(%(at)s) - accepted_at)::float8
-        ELSE consumed_to_written_ms END,
-    finished_at = CASE WHEN %(terminal)s THEN to_timestamp(%(at)s) END,
-    written_to_confirmed_ms = CASE WHEN %(terminal)s
-        THEN 1000 * extract(epoch FROM to_timestamp(%(at)s) - written_at)::float8 END,
-    detail = COALESCE(%(detail)s, detail),
-    fault = COALESCE(%(fault)s, fault)
-WHERE command_id = %(command_id)s AND state <> ALL(%(terminal_states)s)
-RETURNING barrier_id, actor
+WITH advanced AS (
+    UPDATE commands SET
+        state = %(state)s,
+        written_at = CASE WHEN %(written)s THEN to_timestamp(%(at)s) ELSE written_at END,
+        consumed_to_written_ms = CASE WHEN %(written)s
+            THEN 1000 * extract(epoch FROM to_timestamp(%(at)s) - accepted_at)::float8
+            ELSE consumed_to_written_ms END,
+        finished_at = CASE WHEN %(terminal)s THEN to_timestamp(%(at)s) END,
+        written_to_confirmed_ms = CASE WHEN %(terminal)s
+            THEN 1000 * extract(epoch FROM to_timestamp(%(at)s) - written_at)::float8 END,
+        detail = COALESCE(%(detail)s, detail),
+        fault = COALESCE(%(fault)s, fault)
+    WHERE command_id = %(command_id)s AND state <> ALL(%(terminal_states)s)
+    RETURNING barrier_id, actor
+), event AS (
+    INSERT INTO barrier_events
+        (barrier_id, event_type, command_id, actor, status, detail, created_at)
+    SELECT barrier_id, %(event_type)s, %(command_id)s, actor, %(status)s, %(event_detail)s,
+           to_timestamp(%(at)s)
+    FROM advanced
+), confirmed AS (
+    UPDATE barriers SET
+        status = %(status)s,
+        last_updated = to_timestamp(%(at)s) AT TIME ZONE 'UTC',
+        fault = %(fault)s
+    WHERE %(confirm)s AND id = (SELECT barrier_id FROM advanced)
+)
+SELECT barrier_id FROM advanced
 """
+"""One statement, one round trip: the command's new state, its event, and for a confirmed
+outcome the barrier's durable status (its position left as it was)."""
 
 _INSERT_EVENT = """
 INSERT INTO barrier_events (barrier_id, event_type, command_id, actor, status, detail, created_at)
@@ -394,12 +411,15 @@ class BarrierStore:
     ) -> bool:
         """Move a command to `state` with its event, and the barrier's status if confirmed.
 
-        All in one transaction. Entering ``written`` stamps ``written_at`` and the
+        All in one statement. Entering ``written`` stamps ``written_at`` and the
         consumed→written latency; a terminal state stamps ``finished_at`` and the
         written→finished latency. Return False, writing nothing, if the command is unknown or
         has already ended. `detail` and `fault` replace the command's only when given.
         """
-        async with self._transaction() as conn:
+        event_detail = dict(event_detail or {})
+        if fault is not None:
+            event_detail["fault"] = fault
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 _ADVANCE_COMMAND,
                 {
@@ -411,24 +431,14 @@ class BarrierStore:
                     "detail": detail,
                     "fault": fault,
                     "terminal_states": _TERMINAL_STATES,
+                    "event_type": COMMAND_EVENTS[state],
+                    "status": barrier_status,
+                    "event_detail": _jsonb(event_detail),
+                    "confirm": barrier_status in CONFIRMED_STATUSES,
                 },
             )
-            command = await cursor.fetchone()
-            if command is None:
+            if await cursor.fetchone() is None:
                 return False
-            await _record(
-                conn,
-                NewEvent(
-                    barrier_id=command["barrier_id"],
-                    event_type=COMMAND_EVENTS[state],
-                    at=at,
-                    command_id=command_id,
-                    actor=command["actor"],
-                    status=barrier_status,
-                    detail=dict(event_detail or {}),
-                    fault=fault,
-                ),
-            )
         return True
 
     async def record_event(
