@@ -169,17 +169,27 @@ FROM barriers
 """
 
 _INSERT_COMMAND = f"""
-INSERT INTO commands (
-    command_id, barrier_id, kind, actor, state,
-    requested_at, accepted_at, finished_at, detail, source
-) VALUES (
-    %(command_id)s, %(barrier_id)s, %(kind)s, %(actor)s, %(state)s,
-    to_timestamp(%(requested_at)s), to_timestamp(%(accepted_at)s), to_timestamp(%(finished_at)s),
-    %(detail)s, %(source)s
+WITH inserted AS (
+    INSERT INTO commands (
+        command_id, barrier_id, kind, actor, state,
+        requested_at, accepted_at, finished_at, detail, source
+    ) VALUES (
+        %(command_id)s, %(barrier_id)s, %(kind)s, %(actor)s, %(state)s,
+        to_timestamp(%(requested_at)s), to_timestamp(%(accepted_at)s),
+        to_timestamp(%(finished_at)s), %(detail)s, %(source)s
+    )
+    ON CONFLICT (command_id) DO NOTHING
+    RETURNING {_COMMAND_COLUMNS}
+), event AS (
+    INSERT INTO barrier_events
+        (barrier_id, event_type, command_id, actor, status, detail, created_at)
+    SELECT %(barrier_id)s, %(event_type)s, %(command_id)s, %(actor)s, NULL, %(event_detail)s,
+           to_timestamp(%(accepted_at)s)
+    WHERE EXISTS (SELECT 1 FROM inserted)
 )
-ON CONFLICT (command_id) DO NOTHING
-RETURNING {_COMMAND_COLUMNS}
+SELECT * FROM inserted
 """
+"""One statement: the command and its first event, or nothing if the command_id is known."""
 
 _SELECT_COMMAND = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = %s"
 
@@ -359,7 +369,10 @@ class BarrierStore:
 
         A redelivered ``command_id`` writes nothing and returns the record as it stands.
         """
-        async with self._transaction() as conn:
+        detail: dict[str, object] = {"kind": cmd.kind, "source": cmd.source}
+        if cmd.detail is not None:
+            detail["detail"] = cmd.detail
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 _INSERT_COMMAND,
                 {
@@ -373,30 +386,18 @@ class BarrierStore:
                     "finished_at": cmd.accepted_at if cmd.state.terminal else None,
                     "detail": cmd.detail,
                     "source": cmd.source,
+                    "event_type": COMMAND_EVENTS[cmd.state],
+                    "event_detail": _jsonb(detail),
                 },
             )
             inserted = await cursor.fetchone()
-            if inserted is None:
-                cursor = await conn.execute(_SELECT_COMMAND, (cmd.command_id,))
-                existing = await cursor.fetchone()
-                # The row that conflicted is committed: ON CONFLICT waited for its transaction.
-                assert existing is not None, cmd.command_id
-                return msgspec.convert(existing, CommandRecord), False
-            detail: dict[str, object] = {"kind": cmd.kind, "source": cmd.source}
-            if cmd.detail is not None:
-                detail["detail"] = cmd.detail
-            await _record(
-                conn,
-                NewEvent(
-                    barrier_id=cmd.barrier_id,
-                    event_type=COMMAND_EVENTS[cmd.state],
-                    at=cmd.accepted_at,
-                    command_id=cmd.command_id,
-                    actor=cmd.actor,
-                    detail=detail,
-                ),
-            )
-            return msgspec.convert(inserted, CommandRecord), True
+            if inserted is not None:
+                return msgspec.convert(inserted, CommandRecord), True
+            cursor = await conn.execute(_SELECT_COMMAND, (cmd.command_id,))
+            existing = await cursor.fetchone()
+        # The row that conflicted is committed: ON CONFLICT waited for its transaction.
+        assert existing is not None, cmd.command_id
+        return msgspec.convert(existing, CommandRecord), False
 
     async def advance_command(
         self,

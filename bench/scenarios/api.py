@@ -36,7 +36,7 @@ from bench.api_process import TOKENS, ApiProcess, bearer
 from bench.children import ChildError, SimulatorProcess
 from bench.harness import Context, Scenario
 from bench.report import ScenarioResult
-from bench.scenarios.bridge import BRIDGE_ROLE, SIM_ROLE, note_stop, start_bridge
+from bench.scenarios.bridge import BRIDGE_ROLE, SIM_ROLE, command_rows, note_stop, start_bridge
 from bench.services import Services
 from bench.wire import FrameReader, HttpPool, open_websocket
 from simulator.server import CoilWrite
@@ -110,6 +110,8 @@ class Sent(msgspec.Struct, frozen=True):
     status_code: int
     measured: bool
     """Sent after the warm-up."""
+    command_id: str | None = None
+    """From the 202 answer."""
 
 
 class Received(msgspec.Struct, frozen=True):
@@ -202,10 +204,12 @@ async def post_commands(
 
         async def post(barrier: int, kind: CommandKind, measured: bool) -> None:
             sent_at = time.time()
-            status, _ = await pool.request(
+            status, body = await pool.request(
                 "POST", f"/barriers/{barrier}/{kind.value}", bearer("operator")
             )
-            sent.append(Sent(barrier, kind, sent_at, time.time(), status, measured=measured))
+            answered_at = time.time()
+            command_id = msgspec.json.decode(body)["command_id"] if status == 202 else None
+            sent.append(Sent(barrier, kind, sent_at, answered_at, status, measured, command_id))
 
         tasks = []
         began = loop.time()
@@ -227,8 +231,11 @@ async def commands_phase(
     params: Params,
     context: Context,
     result: ScenarioResult,
-) -> None:
-    """POST -> coil written, and PLC at rest -> WebSocket, at `rate` commands/s."""
+) -> list[str]:
+    """POST -> coil written, and PLC at rest -> WebSocket, at `rate` commands/s.
+
+    Returns the ids of the measured commands.
+    """
     phase = "commands"
     load = (
         f"{params.rate:g} POST/s for {params.command_seconds:g} s over {len(barriers)} barriers "
@@ -305,6 +312,27 @@ async def commands_phase(
         result.problems.append(
             f"{phase}: {missing_arrivals} barriers came to rest unseen on the WebSocket"
         )
+    return [s.command_id for s, _, _ in measured if s.command_id is not None]
+
+
+async def outcome_figures(database_url: str, ids: list[str], result: ScenarioResult) -> None:
+    """How the measured commands ended and how long the bridge took, from PostgreSQL."""
+    phase = "commands"
+    rows = await command_rows(database_url, ids)
+    states: dict[str, int] = {}
+    for row in rows:
+        states[row.state.value] = states.get(row.state.value, 0) + 1
+    for state, count in sorted(states.items()):
+        result.add(phase, f"outcome {state}", "commands", count, note="from the commands table")
+    result.add_stats(
+        phase,
+        "accepted by the API -> written (bridge)",
+        "ms",
+        (r.consumed_to_written_ms for r in rows if r.consumed_to_written_ms is not None),
+        note="Kafka, the bridge's queue for the barrier, its record, the Modbus write",
+    )
+    if len(rows) < len(ids):
+        result.problems.append(f"{phase}: {len(ids) - len(rows)} commands have no row")
 
 
 def _spread(
@@ -595,7 +623,8 @@ async def run(params: Params, context: Context, result: ScenarioResult) -> None:
         stack.enter_context(monitor.watching(BRIDGE_ROLE, bridge.pid))
         stack.enter_context(monitor.watching(API_ROLE, api.pid))
         barriers = [b.id for b in register_map.barriers]
-        await commands_phase(api, sim, barriers, params, context, result)
+        ids = await commands_phase(api, sim, barriers, params, context, result)
+        await outcome_figures(settings.database_url, ids, result)
         await get_status_phase(api, barriers[0], settings.redis_url, params, context, result)
         cache = StatusCache(settings.redis_url, namespace=settings.cache_namespace)
         try:
