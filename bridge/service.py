@@ -497,36 +497,51 @@ class Bridge:
         before: CommandState | None,
         seen: BarrierSample | None = None,
     ) -> None:
-        """Record a command's new state: PostgreSQL, then the Redis record and its publication.
+        """Record a command's new state in PostgreSQL and show it in the Redis record.
 
-        An outcome decided by the sample `seen` is published once the tracker has folded that
-        sample into the record, so the record shows the state that ended the command.
+        The record follows PostgreSQL, except for an outcome the PLC itself reported (the
+        sample `seen` ended the command): a barrier that is open is shown open at once, with
+        its command no longer pending, and the outcome is recorded right after. The record is
+        published once the tracker has folded that sample in, so it shows the state that ended
+        the command.
         """
-        command = run.command
         state = execution.state
+        read_at = seen.read_at if seen is not None and state.terminal else None
+        if read_at is not None:
+            await self._tracked_through(run.command.barrier_id, read_at)
+            self._show(run, execution)
         if before is not None and state != before:
-            at = execution.finished_at or execution.written_at or self.wall()
-            if state is CommandState.WRITTEN and execution.written_at is not None:
-                at = execution.written_at
-            fault = execution.fault.name.lower() if execution.fault is not None else None
-            await self.durably(
-                lambda: self.store.advance_command(
-                    command.command_id,
-                    state,
-                    at=at,
-                    detail=execution.detail,
-                    fault=fault,
-                    barrier_status=barrier_status_after(execution) if state.terminal else None,
-                    event_detail={"kind": command.kind.value, "detail": execution.detail},
-                )
+            await self._record_state(run, execution)
+        if read_at is None:
+            self._show(run, execution)
+
+    async def _record_state(self, run: CommandRun, execution: Execution) -> None:
+        """Move the command to `execution`'s state in PostgreSQL, retrying while it is down."""
+        command, state = run.command, execution.state
+        at = execution.finished_at or execution.written_at or self.wall()
+        if state is CommandState.WRITTEN and execution.written_at is not None:
+            at = execution.written_at
+        fault = execution.fault.name.lower() if execution.fault is not None else None
+        await self.durably(
+            lambda: self.store.advance_command(
+                command.command_id,
+                state,
+                at=at,
+                detail=execution.detail,
+                fault=fault,
+                barrier_status=barrier_status_after(execution) if state.terminal else None,
+                event_detail={"kind": command.kind.value, "detail": execution.detail},
             )
+        )
+
+    def _show(self, run: CommandRun, execution: Execution) -> None:
+        """Put the command's state (pending, or gone once it ended) in the barrier's record."""
+        command, state = run.command, execution.state
         pending = (
             None
             if state.terminal
             else PendingCommand(command.command_id, command.kind, command.actor, state)
         )
-        if state.terminal and seen is not None and seen.read_at is not None:
-            await self._tracked_through(command.barrier_id, seen.read_at)
         record = self.records.get(command.barrier_id)
         if record is None:
             return
