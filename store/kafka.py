@@ -25,6 +25,9 @@ from confluent_kafka.cimpl import NewTopic
 log = logging.getLogger(__name__)
 
 CLIENT_LOG = logging.getLogger("librdkafka")
+
+CONSUME_BATCH = 100
+"""Most records the consumer thread takes from librdkafka at once."""
 """librdkafka's own messages (e.g. a broker refusing connections) go to Python logging."""
 
 
@@ -217,7 +220,12 @@ class CommandConsumer:
         if offsets:
             self._commits.put(offsets)
 
-    def _commit_queued(self, consumer: Consumer) -> None:
+    def _commit_queued(self, consumer: Consumer, *, wait: bool = False) -> None:
+        """Commit the queued offsets; without `wait`, in the background.
+
+        A commit lost in the background costs only a redelivery, which does nothing twice; a
+        commit waited for would hold up the thread that hands out the commands.
+        """
         offsets: dict[int, int] = {}
         while True:
             try:
@@ -228,7 +236,10 @@ class CommandConsumer:
                 offsets[partition] = max(offsets.get(partition, 0), offset)
         if offsets:
             try:
-                consumer.commit(offsets=self._partitions(offsets), asynchronous=False)
+                if wait:
+                    consumer.commit(offsets=self._partitions(offsets), asynchronous=False)
+                else:
+                    consumer.commit(offsets=self._partitions(offsets), asynchronous=True)
             except KafkaException as exc:
                 log.warning("commit failed: %s", exc)
 
@@ -277,33 +288,34 @@ class CommandConsumer:
                     # Keep serving the group protocol (heartbeats, rebalances) without records.
                     consumer.pause(consumer.assignment())
                 self._commit_queued(consumer)
-                msg = consumer.poll(0.05)
+                messages = consumer.consume(CONSUME_BATCH, 0.05)
                 polls += 1
                 if polls % 100 == 0:
                     self._measure_lag(consumer)
-                if msg is None:
-                    continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer: %s", error.str())
-                    continue
-                while not self._slots.acquire(timeout=0.1):
-                    if self._stop.is_set():
-                        return
-                    consumer.poll(0)  # keep the group membership alive while we wait
-                timestamp_type, timestamp = msg.timestamp()
-                record = Record(
-                    topic=msg.topic() or self.topic,
-                    partition=msg.partition() or 0,
-                    offset=msg.offset() or 0,
-                    key=msg.key(),
-                    value=msg.value(),
-                    timestamp_ms=timestamp if timestamp_type != 0 and timestamp > 0 else None,
-                )
-                loop.call_soon_threadsafe(self.records.put_nowait, record)
+                for msg in messages:
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer: %s", error.str())
+                        continue
+                    # Every slot taken: wait for one (commands end within their deadline, far
+                    # inside max.poll.interval.ms). Polling meanwhile could return a record, and
+                    # one dropped here would be lost.
+                    while not self._slots.acquire(timeout=0.1):
+                        if self._stop.is_set():
+                            return
+                    timestamp_type, timestamp = msg.timestamp()
+                    record = Record(
+                        topic=msg.topic() or self.topic,
+                        partition=msg.partition() or 0,
+                        offset=msg.offset() or 0,
+                        key=msg.key(),
+                        value=msg.value(),
+                        timestamp_ms=timestamp if timestamp_type != 0 and timestamp > 0 else None,
+                    )
+                    loop.call_soon_threadsafe(self.records.put_nowait, record)
         finally:
-            self._commit_queued(consumer)
+            self._commit_queued(consumer, wait=True)
             with contextlib.suppress(KafkaException, RuntimeError):
                 consumer.close()  # leaves the group; runs the revoke handler first
             loop.call_soon_threadsafe(self.closed.set)
