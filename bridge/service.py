@@ -112,13 +112,19 @@ class CommandRun:
         self.task: asyncio.Task[None] | None = None
         self.abandoned = False
         """Stopped without an outcome (partition revoked): its record must stay uncommitted."""
+        self.decided = asyncio.Event()
+        """Set once the command has reached its outcome (or stopped): the barrier's next
+        command may go ahead while this one's outcome is still being recorded."""
 
     async def execute(self, previous: CommandRun | None) -> None:
-        """Run the command to a terminal state, recording every step; resume if it ran before."""
+        """Run the command to a terminal state, recording every step; resume if it ran before.
+
+        Commands for one barrier run in order: this one starts once `previous` has decided
+        its outcome.
+        """
         try:
-            if previous is not None and previous.task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.shield(previous.task)
+            if previous is not None:
+                await previous.decided.wait()
             execution, actions = await self._begin()
             if execution is None:
                 return
@@ -133,6 +139,7 @@ class CommandRun:
             self.abandoned = True
             raise
         finally:
+            self.decided.set()
             self.bridge.release(self)
 
     async def _begin(self) -> tuple[Execution | None, list[Action]]:
@@ -277,6 +284,9 @@ class Bridge:
         """Each barrier's command partition: which partition's owner drives it."""
         self.owned_partitions: set[int] = set()
         self.runs: dict[int, CommandRun] = {}
+        """The newest command of each barrier with one."""
+        self._live: set[CommandRun] = set()
+        """Every run not yet ended, older ones still recording their outcome included."""
         self.records: dict[int, StatusRecord] = {}
         self.latches: dict[int, ErrorLatch] = {}
         self._plc_states: dict[int, BarrierState] = {}
@@ -317,7 +327,7 @@ class Bridge:
     async def _revoked(self, partitions: set[int]) -> dict[int, int]:
         # Stop the commands of the revoked barriers without an outcome: their records stay
         # uncommitted, so the next owner gets them again and resumes from PostgreSQL.
-        leaving = [run for bid, run in self.runs.items() if self._home[bid] in partitions]
+        leaving = [run for run in self._live if self._home[run.command.barrier_id] in partitions]
         for run in leaving:
             if run.task is not None:
                 run.task.cancel()
@@ -506,6 +516,8 @@ class Bridge:
         the command.
         """
         state = execution.state
+        if state.terminal:
+            run.decided.set()
         read_at = seen.read_at if seen is not None and state.terminal else None
         if read_at is not None:
             await self._tracked_through(run.command.barrier_id, read_at)
@@ -545,6 +557,8 @@ class Bridge:
         record = self.records.get(command.barrier_id)
         if record is None:
             return
+        if record.pending is not None and record.pending.command_id != command.command_id:
+            return  # the barrier's next command has taken over the record
         record = with_pending(record, pending, self.wall())
         plc_state = self._plc_states.get(command.barrier_id)
         if state is CommandState.TIMED_OUT and plc_state is not None:
@@ -619,6 +633,7 @@ class Bridge:
 
     def release(self, run: CommandRun) -> None:
         """Forget a run that ended (or was stopped) and free its record's offset."""
+        self._live.discard(run)
         if self.runs.get(run.command.barrier_id) is run:
             del self.runs[run.command.barrier_id]
         self.metrics.running_commands.set(len(self.runs))
@@ -725,6 +740,7 @@ class Bridge:
             previous.inbox.put_nowait(command)  # a newer command supersedes it
         run = CommandRun(self, command, record)
         self.runs[command.barrier_id] = run
+        self._live.add(run)
         run.task = asyncio.create_task(run.execute(previous), name=f"command {command.command_id}")
         self.metrics.running_commands.set(len(self.runs))
 
@@ -817,7 +833,7 @@ class Bridge:
         """SIGTERM: take no new commands, let running ones finish (or hand them over), leave."""
         if self.consumer is not None:
             self.consumer.pause()
-            running = [r.task for r in self.runs.values() if r.task is not None]
+            running = [r.task for r in self._live if r.task is not None]
             if running:
                 await asyncio.wait(running, timeout=self.settings.shutdown_grace)
             offsets = self.offsets.committable()

@@ -288,7 +288,9 @@ class CommandConsumer:
                     # Keep serving the group protocol (heartbeats, rebalances) without records.
                     consumer.pause(consumer.assignment())
                 self._commit_queued(consumer)
-                messages = consumer.consume(CONSUME_BATCH, 0.05)
+                # What is there already, at once; else wait (briefly) for the next one: a
+                # batch waited for would hold the first record until the batch is full.
+                messages = consumer.consume(CONSUME_BATCH, 0) or consumer.consume(1, 0.05)
                 polls += 1
                 if polls % 100 == 0:
                     self._measure_lag(consumer)
