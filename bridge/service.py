@@ -129,6 +129,7 @@ class CommandRun:
             if execution is None:
                 return
             self.execution = execution
+            execution = await self._superseded_while_waiting(execution)
             while not execution.state.terminal:
                 execution = await self._act(execution, actions)
                 if execution.state.terminal:
@@ -194,6 +195,26 @@ class CommandRun:
         else:
             await bridge.persist(self, execution=execution, before=None)
         return execution, actions
+
+    async def _superseded_while_waiting(self, execution: Execution) -> Execution:
+        """End a command superseded while it waited for the barrier's previous one.
+
+        It is recorded as superseded and never written: writing it would only send the barrier
+        one way for the newer command to send it back. The samples that came meanwhile were
+        read before any write of this command and say nothing of it.
+        """
+        newer: Command | None = None
+        while not self.inbox.empty():
+            item = self.inbox.get_nowait()
+            if isinstance(item, Command):
+                newer = item
+        if newer is None or execution.state.terminal:
+            return execution
+        before = execution.state
+        execution = supersede(execution, newer, self.bridge.wall())
+        await self.bridge.persist(self, execution=execution, before=before)
+        self.execution = execution
+        return execution
 
     async def _act(self, execution: Execution, actions: list[Action]) -> Execution:
         bridge = self.bridge

@@ -199,6 +199,27 @@ async def test_a_newer_command_supersedes_one_still_moving(stack: BridgeStack) -
     assert stack.sim.reading(3).state is BarrierState.CLOSED
 
 
+async def test_commands_superseded_while_queued_are_never_written(stack: BridgeStack) -> None:
+    # Queued before the bridge starts: it takes all three at once, and each of the first two
+    # already has its successor waiting when its turn comes.
+    queued = [
+        await stack.command(4, OPEN),
+        await stack.command(4, CLOSE),
+        await stack.command(4, OPEN),
+    ]
+    async with stack.bridge():
+        records = [await stack.outcome(command_id) for command_id in queued]
+    assert [r.state for r in records] == [
+        CommandState.SUPERSEDED,
+        CommandState.SUPERSEDED,
+        CommandState.CONFIRMED,
+    ]
+    assert [r.written_at is None for r in records] == [True, True, False]
+    writes = [w for w in stack.sim.coil_writes() if w.barrier_id == 4]
+    assert [w.command for w in writes] == [Command.OPEN], "only the newest reached the PLC"
+    assert stack.sim.reading(4).state is BarrierState.OPENED
+
+
 async def test_a_barrier_opened_locally_is_noticed(stack: BridgeStack) -> None:
     async with stack.bridge():
         await eventually(
