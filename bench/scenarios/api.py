@@ -18,6 +18,7 @@ client.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import resource
@@ -41,7 +42,7 @@ from bench.services import Services
 from bench.wire import FrameReader, HttpPool, open_websocket
 from simulator.server import CoilWrite
 from store.cache import StatusCache
-from store.types import CommandKind
+from store.types import CommandKind, CommandState
 
 BENCH_ROLE = "bench (clients)"
 API_ROLE = "api"
@@ -94,6 +95,12 @@ POST_CONNECTIONS = 32
 
 FANOUT_SETTLE = 1.0
 """Seconds the fan-out clients keep listening after the last change."""
+
+DRAIN_QUIET_POLLS = 10
+"""Drain polls (0.2 s apart) without a new coil write after which no more are expected."""
+
+NEVER_RESTED = math.nan
+"""The arrival delay of a write from which the barrier never came to rest."""
 
 DRAIN_TIMEOUT = 30.0
 """Seconds to wait after the last POST for every coil write and every arrival on the WebSocket."""
@@ -161,7 +168,8 @@ def arrival_delays(writes: Sequence[CoilWrite], statuses: Sequence[Received]) ->
     """Per write, seconds from the PLC coming to rest to that status on the WebSocket.
 
     The status must arrive after the barrier came to rest and before the barrier's next write;
-    None if it did not (never seen, or the barrier was not going to come to rest).
+    None if it did not arrive. NaN (`NEVER_RESTED`) if the barrier never came to rest from this
+    write: it was not going to, or the next write sent it elsewhere first.
     """
     by_barrier: dict[int, list[Received]] = {}
     for received in statuses:
@@ -175,8 +183,8 @@ def arrival_delays(writes: Sequence[CoilWrite], statuses: Sequence[Received]) ->
     delays: list[float | None] = []
     for write in writes:
         rests_at = write.rests_at
-        if rests_at is None or write.rest_state is None:
-            delays.append(None)
+        if rests_at is None or write.rest_state is None or rests_at >= until[write]:
+            delays.append(NEVER_RESTED)
             continue
         seen = (
             r.received_at
@@ -231,10 +239,10 @@ async def commands_phase(
     params: Params,
     context: Context,
     result: ScenarioResult,
-) -> list[str]:
+) -> list[tuple[str, bool]]:
     """POST -> coil written, and PLC at rest -> WebSocket, at `rate` commands/s.
 
-    Returns the ids of the measured commands.
+    Returns the measured commands: their ids, and whether the PLC's journal shows no write.
     """
     phase = "commands"
     load = (
@@ -249,13 +257,19 @@ async def commands_phase(
         with context.monitor.window(phase):
             sent, seconds = await post_commands(api, barriers, params)
             accepted = [s for s in sent if s.status_code == 202]
+            # Until every write's rest was seen and no new write came for a while (a command
+            # superseded while queued is never written: how many are is known only later).
             deadline = time.monotonic() + DRAIN_TIMEOUT
+            quiet, last = 0, -1
             while True:
                 writes = await sim.writes(after=after_seq)
                 matched = match_writes(accepted, writes)
                 done = [w for w in matched if w is not None]
                 delays = arrival_delays(done, statuses_of(watcher.frames))
-                if (None not in matched and None not in delays) or time.monotonic() > deadline:
+                quiet = quiet + 1 if len(done) == last else 0
+                last = len(done)
+                settled = None not in matched or quiet >= DRAIN_QUIET_POLLS
+                if (settled and None not in delays) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
     finally:
@@ -299,26 +313,55 @@ async def commands_phase(
         phase,
         "PLC at rest -> status on the WebSocket",
         "ms",
-        (d * 1000 for _, _, d in measured if d is not None),
+        (d * 1000 for _, _, d in measured if d is not None and not math.isnan(d)),
         load=load,
         note="target p99 <= fast-poll interval (100 ms) + 15; rest time from the simulator's "
         "physics",
     )
-    missing_writes = sum(w is None for _, w, _ in measured)
     missing_arrivals = sum(w is not None and d is None for _, w, d in measured)
-    if missing_writes:
-        result.problems.append(f"{phase}: {missing_writes} accepted POSTs never reached the PLC")
+    interrupted = sum(d is not None and math.isnan(d) for _, _, d in measured)
+    result.add(
+        phase,
+        "writes whose rest a newer command cut short",
+        "commands",
+        interrupted,
+        load=load,
+        note="the barrier never came to rest from them: no arrival to time",
+    )
     if missing_arrivals:
         result.problems.append(
             f"{phase}: {missing_arrivals} barriers came to rest unseen on the WebSocket"
         )
-    return [s.command_id for s, _, _ in measured if s.command_id is not None]
+    unwritten = {s.command_id for s, w, _ in measured if w is None}
+    return [(s.command_id, s.command_id in unwritten) for s, _, _ in measured if s.command_id]
 
 
-async def outcome_figures(database_url: str, ids: list[str], result: ScenarioResult) -> None:
-    """How the measured commands ended and how long the bridge took, from PostgreSQL."""
+async def outcome_figures(
+    database_url: str, commands: list[tuple[str, bool]], result: ScenarioResult
+) -> None:
+    """How the measured commands ended and how long the bridge took, from PostgreSQL.
+
+    `commands` are (command id, whether the PLC's journal shows no write of it). A command
+    with no write must have ended without one (superseded while queued, or expired).
+    """
     phase = "commands"
+    ids = [command_id for command_id, _ in commands]
     rows = await command_rows(database_url, ids)
+    by_id = {row.command_id: row for row in rows}
+    lost = [
+        command_id
+        for command_id, unwritten in commands
+        if unwritten
+        and command_id in by_id
+        and (
+            by_id[command_id].consumed_to_written_ms is not None
+            or by_id[command_id].state not in (CommandState.SUPERSEDED, CommandState.EXPIRED)
+        )
+    ]
+    if lost:
+        result.problems.append(
+            f"{phase}: {len(lost)} commands never reached the PLC without ending unwritten"
+        )
     states: dict[str, int] = {}
     for row in rows:
         states[row.state.value] = states.get(row.state.value, 0) + 1
@@ -623,8 +666,8 @@ async def run(params: Params, context: Context, result: ScenarioResult) -> None:
         stack.enter_context(monitor.watching(BRIDGE_ROLE, bridge.pid))
         stack.enter_context(monitor.watching(API_ROLE, api.pid))
         barriers = [b.id for b in register_map.barriers]
-        ids = await commands_phase(api, sim, barriers, params, context, result)
-        await outcome_figures(settings.database_url, ids, result)
+        commands = await commands_phase(api, sim, barriers, params, context, result)
+        await outcome_figures(settings.database_url, commands, result)
         await get_status_phase(api, barriers[0], settings.redis_url, params, context, result)
         cache = StatusCache(settings.redis_url, namespace=settings.cache_namespace)
         try:

@@ -6,6 +6,8 @@ output is parsed.
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 import pytest
 
@@ -78,7 +80,19 @@ def test_a_rest_is_seen_by_the_first_matching_status_after_it_before_the_next_wr
     assert delays[0] == pytest.approx(0.06)
     assert delays[1] == pytest.approx(0.08)
     assert delays[2] == pytest.approx(1.7)  # no later write: the late frame still counts
-    assert delays[3] is None
+    assert delays[3] is not None
+    assert math.isnan(delays[3])
+
+
+def test_a_rest_cut_short_by_the_next_write_is_not_awaited() -> None:
+    writes = [
+        write(1, 1, Command.OPEN, 10.0, rests=10.3),
+        write(2, 1, Command.CLOSE, 10.2, rests=10.4),  # before the open's rest
+    ]
+    delays = arrival_delays(writes, [Received(1, "closed", 10.45)])
+    assert delays[0] is not None
+    assert math.isnan(delays[0])
+    assert delays[1] == pytest.approx(0.05)
 
 
 def test_a_status_after_the_next_write_belongs_to_that_write() -> None:
