@@ -57,8 +57,11 @@ def plot(results: Sequence[ScenarioResult], out: Path) -> None:
         axis.axhline(0.99, color="grey", linewidth=0.5)
         axis.grid(True, which="both", linewidth=0.3)
         machine = result.machine
+        rate = result.params.get("rate")
+        load = f", {rate:g} commands/s" if isinstance(rate, int | float) else ""
         axis.set_title(
-            f"{result.scenario}: {result.description}\\n{machine.cores} cores, {result.started_at}",
+            f"{result.scenario}{load}: {result.description}\n"
+            f"{machine.cores} cores, {result.started_at}",
             fontsize=9,
         )
         axis.legend(fontsize=7, loc="lower right")

@@ -1,4 +1,4 @@
-"""The benchmark harness at its ``--quick`` size: it runs every scenario end to end and reports.
+"""The benchmark harness at its ``--quick`` size: every scenario end to end, reported and plotted.
 
 A smoke test of the harness only: no figure is judged here (speed is measured, not asserted).
 """
@@ -35,3 +35,20 @@ def test_every_scenario_runs_at_its_quick_size(tmp_path: Path) -> None:
         assert all(f.value is not None or f.stats is not None for f in result.figures), name
         assert {p.role for p in result.processes}, f"{name}: no process measured"
         assert f"== {name} (quick)" in run.stdout
+    plot = tmp_path / "latencies.png"
+    drawn = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.plot",
+            *map(str, sorted(out.glob("*.json"))),
+            "--out",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
