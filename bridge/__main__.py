@@ -37,6 +37,7 @@ async def main(settings: BridgeSettings) -> int:
     store = await BarrierStore.open(settings.database_url)
     cache = StatusCache(settings.redis_url, namespace=settings.cache_namespace)
     bridge = Bridge(settings, register_map, store, cache, producer, metrics=metrics)
+    status = 0
     try:
         await bridge.start()
         log.info(
@@ -46,14 +47,24 @@ async def main(settings: BridgeSettings) -> int:
             len(register_map.endpoints),
             bridge.partitions,
         )
-        await stopping.wait()
-        log.info("stopping: finishing commands in flight")
+        stopped = asyncio.create_task(stopping.wait())
+        crashed = asyncio.create_task(bridge.crashed.wait())
+        await asyncio.wait({stopped, crashed}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        crashed.cancel()
+        if bridge.crashed.is_set():
+            # Uncommitted commands go to the next owner (or to this one restarted), which
+            # resumes them from PostgreSQL.
+            log.critical("stopping after an internal error")
+            status = 1
+        else:
+            log.info("stopping: finishing commands in flight")
     finally:
         await bridge.stop()
         producer.close()
         await cache.close()
         await store.close()
-    return 0
+    return status
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -97,13 +97,23 @@ def begin(
             deadline_at=max(execution.deadline_at, now + timings.resume_grace),
         )
         return resumed_execution, [PollFast(resumed_execution.deadline_at - now)]
-    if now - command.requested_at > timings.ttl:
-        age = now - command.requested_at
+    age = now - command.requested_at
+    if age > timings.ttl:
         return _finish(
             execution,
             CommandState.EXPIRED,
             now,
             f"command is {age:.1f} s old, over its {timings.ttl:g} s TTL: not executed",
+        ), []
+    if -age > timings.ttl:
+        # A time this far ahead of ours is a wrong clock or unit: the command's age cannot be
+        # known, and a command of unknown age may be one that should have expired long ago.
+        return _finish(
+            execution,
+            CommandState.REJECTED,
+            now,
+            f"command is dated {-age:.1f} s in the future, more than its {timings.ttl:g} s TTL: "
+            "its age cannot be known, so it is not executed (check the producer's clock)",
         ), []
     return execution, [WriteCoil(command.kind)]
 
@@ -203,6 +213,13 @@ def check_deadline(execution: Execution, now: float) -> tuple[Execution, list[Ac
     return _finish(execution, CommandState.TIMED_OUT, now, f"{reason} within {timeout:g} s"), []
 
 
+def fail_unforeseen(execution: Execution, now: float, detail: str) -> Execution:
+    """End a running command on an error the bridge did not foresee (a bug, say)."""
+    if execution.state.terminal:
+        return execution
+    return _finish(execution, CommandState.FAILED, now, detail)
+
+
 def supersede(execution: Execution, by: Command, now: float) -> Execution:
     """End a running command because a newer one for the same barrier arrived."""
     if execution.state.terminal:
@@ -228,11 +245,16 @@ def _finish(
 def barrier_status_after(execution: Execution) -> BarrierStatus | None:
     """The confirmed barrier status to record with a terminal outcome, if it implies one.
 
-    Confirmed: the end position. A PLC fault or a barrier that never got there: error. A write
-    that never reached the PLC, a refusal, an expiry: none, the barrier is as the PLC says.
+    Confirmed: the end position. A PLC fault or a written command that never got there: error.
+    A write that never reached the PLC, a refusal, an expiry: none, the barrier is as the PLC
+    says.
     """
     if execution.state is CommandState.CONFIRMED:
         return TARGET_STATUS[execution.command.kind]
-    if execution.state is CommandState.TIMED_OUT or execution.fault is not None:
-        return BarrierStatus.ERROR if execution.state is not CommandState.REJECTED else None
+    if execution.state is CommandState.REJECTED:
+        return None
+    if execution.fault is not None:
+        return BarrierStatus.ERROR
+    if execution.state is CommandState.TIMED_OUT and execution.written_at is not None:
+        return BarrierStatus.ERROR
     return None

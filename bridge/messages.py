@@ -27,6 +27,17 @@ DEFAULT_ACTOR = "kafka"
 
 _DERIVED_ID_NAMESPACE = uuid.UUID("6f1c4c2e-9d53-4d2b-9a0e-3f3b1f0b7c11")
 
+MAX_BARRIER_ID = 2**31 - 1
+"""The largest id ``barriers.id`` (a PostgreSQL SERIAL) can hold."""
+
+EARLIEST_TIME = 946_684_800.0
+"""2000-01-01 in unix seconds: an earlier command time is a wrong field or a broken clock."""
+
+LATEST_TIME = 32_503_680_000.0
+"""3000-01-01 in unix seconds: a later one is most likely milliseconds sent as seconds."""
+
+MAX_ACTOR_LENGTH = 200
+
 
 class DeadLetterReason(StrEnum):
     """Why a command record could not be executed; a stable code for the dead-letter topic."""
@@ -40,6 +51,8 @@ class DeadLetterReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_ACTOR = "bad_actor"
     UNKNOWN_BARRIER = "unknown_barrier"
+    INTERNAL_ERROR = "internal_error"
+    """The bridge failed on the record in a way it did not foresee (a bug): kept, not lost."""
 
 
 class CommandRejected(ValueError):
@@ -128,23 +141,46 @@ def _field(payload: dict[str, Any], name: str) -> Any:
 
 def _barrier_id(raw: Any) -> int:
     # The original producers send the id as a string; our own API sends it as one too.
-    text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
-    if not isinstance(text, str) or not text.isascii() or not text.isdigit():
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        if len(raw) > len(str(MAX_BARRIER_ID)):  # and int() of thousands of digits refuses
+            raise CommandRejected(
+                DeadLetterReason.BAD_BARRIER_ID, f"barrier_id {raw[:20]!r}... is out of range"
+            )
+        value = int(raw)
+    else:
         raise CommandRejected(
-            DeadLetterReason.BAD_BARRIER_ID, f"barrier_id {raw!r} is not a decimal integer"
+            DeadLetterReason.BAD_BARRIER_ID,
+            f"barrier_id {_shown(raw)} is not a decimal integer",
         )
-    value = int(text)
-    if not 1 <= value <= 2**31 - 1:
+    if not 1 <= value <= MAX_BARRIER_ID:
         raise CommandRejected(
-            DeadLetterReason.BAD_BARRIER_ID, f"barrier_id {raw!r} is out of range"
+            DeadLetterReason.BAD_BARRIER_ID, f"barrier_id {_shown(raw)} is out of range"
         )
     return value
 
 
+def _shown(raw: Any) -> str:
+    """`raw` for an error message, cut short: a record may carry megabytes in one field."""
+    text = repr(raw)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _unix_seconds(raw: Any, name: str, scale: float) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
-        raise CommandRejected(DeadLetterReason.BAD_TIMESTAMP, f"{name} {raw!r} is not a unix time")
-    return float(raw) / scale
+    """`raw` (a unix time in units of 1/`scale` s) as unix seconds, if it is a plausible one."""
+    unit = "seconds" if scale == 1.0 else "milliseconds"
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise CommandRejected(
+            DeadLetterReason.BAD_TIMESTAMP, f"{name} {_shown(raw)} is not a unix time in {unit}"
+        )
+    # Compared before converting: an integer of hundreds of digits does not fit in a float.
+    if not EARLIEST_TIME * scale <= raw <= LATEST_TIME * scale:
+        raise CommandRejected(
+            DeadLetterReason.BAD_TIMESTAMP,
+            f"{name} {_shown(raw)} is not a unix time in {unit} between the years 2000 and 3000",
+        )
+    return raw / scale
 
 
 def parse_command(
@@ -171,7 +207,8 @@ def parse_command(
     except ValueError:
         known = ", ".join(k.value for k in CommandKind)
         raise CommandRejected(
-            DeadLetterReason.UNKNOWN_COMMAND, f"command {raw_command!r} is not one of {known}"
+            DeadLetterReason.UNKNOWN_COMMAND,
+            f"command {_shown(raw_command)} is not one of {known}",
         ) from None
     raw_id = payload.get("command_id")
     if raw_id is None:
@@ -181,11 +218,19 @@ def parse_command(
             command_id = str(uuid.UUID(str(raw_id)))
         except ValueError:
             raise CommandRejected(
-                DeadLetterReason.BAD_COMMAND_ID, f"command_id {raw_id!r} is not a UUID"
+                DeadLetterReason.BAD_COMMAND_ID, f"command_id {_shown(raw_id)} is not a UUID"
             ) from None
     actor = payload.get("actor", DEFAULT_ACTOR)
-    if not isinstance(actor, str) or not actor or len(actor) > 200:
-        raise CommandRejected(DeadLetterReason.BAD_ACTOR, "actor must be a non-empty string")
+    if (
+        not isinstance(actor, str)
+        or not actor
+        or len(actor) > MAX_ACTOR_LENGTH
+        or not actor.isprintable()
+    ):
+        raise CommandRejected(
+            DeadLetterReason.BAD_ACTOR,
+            f"actor must be a non-empty printable string of at most {MAX_ACTOR_LENGTH} characters",
+        )
     if payload.get("requested_at") is not None:
         requested_at = _unix_seconds(payload["requested_at"], "requested_at", 1000.0)
     elif payload.get("timestamp") is not None:

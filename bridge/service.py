@@ -29,6 +29,7 @@ from bridge.lifecycle import (
     barrier_status_after,
     begin,
     check_deadline,
+    fail_unforeseen,
     observed,
     retry_due,
     supersede,
@@ -139,6 +140,9 @@ class CommandRun:
         except asyncio.CancelledError:
             self.abandoned = True
             raise
+        except Exception as exc:  # a bug or a record PostgreSQL refuses: kept, never dropped
+            log.exception("command %s failed unexpectedly", self.command.command_id)
+            await self.bridge.unforeseen(self, exc)
         finally:
             self.decided.set()
             self.bridge.release(self)
@@ -324,8 +328,15 @@ class Bridge:
         """Tracked events not yet written to PostgreSQL, oldest first."""
         self._history_event = asyncio.Event()
         self._dirty: dict[int, bool] = {}
+        """Barriers whose record the cache is to get, and whether to publish it."""
         self._dirty_event = asyncio.Event()
+        self._unrecorded: collections.Counter[int] = collections.Counter()
+        """Per barrier, its tracked events not yet written to PostgreSQL."""
+        self._held: dict[int, bool] = {}
+        """Barriers whose cache write waits for their history to be written (and publish?)."""
         self._tasks: list[asyncio.Task[None]] = []
+        self.crashed = asyncio.Event()
+        """Set when one of the bridge's own loops died of an error: the process must go."""
         self.ready = asyncio.Event()
         """Set once the first partitions were assigned and their barriers are polled."""
 
@@ -458,8 +469,10 @@ class Bridge:
     def _track_many(self, samples: list[BarrierSample], now: float) -> None:
         """Fold `samples` into the records at once; queue the history they imply.
 
-        What the PLC reports reaches the cache without waiting for PostgreSQL; the history
-        follows in order (`_write_history`).
+        The history is written in order, in batches (`_write_history`); a record whose change
+        has an event reaches the cache once that event is written, so the durable record is
+        never behind the cache. A record whose change has none (a position, a read time)
+        reaches it at once.
         """
         for sample in samples:
             barrier_id = sample.barrier_id
@@ -473,6 +486,7 @@ class Bridge:
             tracked = track(previous, self._names[barrier_id], sample, pending, now, latch)
             if tracked.latch is None:
                 self.latches.pop(barrier_id, None)
+            self._unrecorded[barrier_id] += len(tracked.changes)
             self._history.extend(
                 NewEvent(
                     barrier_id=barrier_id,
@@ -504,10 +518,27 @@ class Bridge:
         while True:
             await self._history_event.wait()
             self._history_event.clear()
-            while self._history:
-                batch = self._history[:HISTORY_BATCH]
-                await self.durably(functools.partial(self.store.record_events, batch))
-                del self._history[: len(batch)]
+            await self._flush_history(
+                lambda batch: self.durably(functools.partial(self.store.record_events, batch))
+            )
+
+    async def _flush_history(self, write: Callable[[list[NewEvent]], Awaitable[None]]) -> None:
+        """Write the queued history with `write`, a batch at a time, oldest first."""
+        while self._history:
+            batch = self._history[:HISTORY_BATCH]
+            await write(batch)
+            del self._history[: len(batch)]
+            self._recorded(batch)
+
+    def _recorded(self, events: list[NewEvent]) -> None:
+        """Let the records whose history is now written go to the cache."""
+        for event in events:
+            barrier_id = event.barrier_id
+            self._unrecorded[barrier_id] -= 1
+            if self._unrecorded[barrier_id] <= 0:
+                del self._unrecorded[barrier_id]
+                if barrier_id in self._held:
+                    self._mark_dirty(barrier_id, self._held.pop(barrier_id))
 
     # -- recording -------------------------------------------------------------------------
 
@@ -528,25 +559,20 @@ class Bridge:
         before: CommandState | None,
         seen: BarrierSample | None = None,
     ) -> None:
-        """Record a command's new state in PostgreSQL and show it in the Redis record.
+        """Record a command's new state in PostgreSQL, then show it in the Redis record.
 
-        The record follows PostgreSQL, except for an outcome the PLC itself reported (the
-        sample `seen` ended the command): a barrier that is open is shown open at once, with
-        its command no longer pending, and the outcome is recorded right after. The record is
-        published once the tracker has folded that sample in, so it shows the state that ended
-        the command.
+        For an outcome the PLC itself reported (the sample `seen` ended the command), the
+        record is shown once the tracker has folded that sample in, so it shows the state that
+        ended the command beside no pending command, in one published message.
         """
         state = execution.state
         if state.terminal:
             run.decided.set()
-        read_at = seen.read_at if seen is not None and state.terminal else None
-        if read_at is not None:
-            await self._tracked_through(run.command.barrier_id, read_at)
-            self._show(run, execution)
         if before is not None and state != before:
             await self._record_state(run, execution)
-        if read_at is None:
-            self._show(run, execution)
+        if seen is not None and seen.read_at is not None and state.terminal:
+            await self._tracked_through(run.command.barrier_id, seen.read_at)
+        self._show(run, execution)
 
     async def _record_state(self, run: CommandRun, execution: Execution) -> None:
         """Move the command to `execution`'s state in PostgreSQL, retrying while it is down."""
@@ -672,6 +698,10 @@ class Bridge:
             self.consumer.done()
 
     def _mark_dirty(self, barrier_id: int, publish: bool) -> None:
+        """Have the cache get the barrier's record: once its history is written, if it waits."""
+        if self._unrecorded.get(barrier_id):
+            self._held[barrier_id] = self._held.get(barrier_id, False) or publish
+            return
         self._dirty[barrier_id] = self._dirty.get(barrier_id, False) or publish
         self._dirty_event.set()
 
@@ -697,14 +727,26 @@ class Bridge:
         assert self.consumer is not None
         while True:
             record = await self.consumer.records.get()
-            if record.partition not in self.owned_partitions:
-                # Consumed just before a revoke: the next owner reads it again.
+            if record.partition not in self.owned_partitions or self.consumer.paused:
+                # Consumed just before a revoke, or handed out just before a stop: left
+                # uncommitted, so that the next owner reads it again.
                 self.consumer.done()
                 continue
             self.offsets.started(record.partition, record.offset)
             await self._handle(record)
 
     async def _handle(self, record: Record) -> None:
+        try:
+            await self._dispatch(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: the record goes to the dead letters, the rest go on
+            log.exception("record %s/%s failed unexpectedly", record.partition, record.offset)
+            await self._dead_letter(
+                record, CommandRejected(DeadLetterReason.INTERNAL_ERROR, _described(exc))
+            )
+
+    async def _dispatch(self, record: Record) -> None:
         try:
             command = parse_command(
                 record.value,
@@ -721,21 +763,7 @@ class Bridge:
                     f"barrier {command.barrier_id} is not in the register map",
                 ) from None
         except CommandRejected as rejected:
-            letter = dead_letter(
-                rejected,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                now=self.wall(),
-            )
-            await self._produce(
-                self.settings.dead_letter_topic, msgspec.json.encode(letter), record.key
-            )
-            self.metrics.dead_letters.labels(rejected.reason.value).inc()
-            log.warning("dead letter %s/%s: %s", record.partition, record.offset, rejected)
-            self._record_done(record)
+            await self._dead_letter(record, rejected)
             return
         home = self._home[command.barrier_id]
         if home != record.partition:
@@ -750,6 +778,52 @@ class Bridge:
             self._record_done(record)
             return
         self._start(command, record)
+
+    async def _dead_letter(self, record: Record, rejected: CommandRejected) -> None:
+        """Send `record` to the dead-letter topic with the reason, and let its offset go."""
+        await self._send_dead_letter(record, rejected)
+        self._record_done(record)
+
+    async def _send_dead_letter(self, record: Record, rejected: CommandRejected) -> None:
+        letter = dead_letter(
+            rejected,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            now=self.wall(),
+        )
+        await self._produce(
+            self.settings.dead_letter_topic, msgspec.json.encode(letter), record.key
+        )
+        self.metrics.dead_letters.labels(rejected.reason.value).inc()
+        log.warning("dead letter %s/%s: %s", record.partition, record.offset, rejected)
+
+    async def unforeseen(self, run: CommandRun, exc: Exception) -> None:
+        """End a command that failed in a way nobody foresaw, so that it is not silently lost.
+
+        One that was never recorded goes to the dead letters with its record; one that was is
+        recorded ``failed`` (best effort: whatever broke may break this too) and its result
+        produced. Its offset is let go either way (`release`): retrying a bug would repeat it.
+        """
+        detail = f"internal error: {_described(exc)}"
+        execution = run.execution
+        if execution is None:
+            if run.record is not None:
+                rejected = CommandRejected(DeadLetterReason.INTERNAL_ERROR, detail)
+                await self._send_dead_letter(run.record, rejected)
+            return
+        if execution.state.terminal:
+            return  # its outcome was decided and recorded; only telling of it failed
+        failed = fail_unforeseen(execution, self.wall(), detail)
+        run.execution = failed
+        try:
+            await self._record_state(run, failed)
+        except Exception:
+            log.exception("could not record the failure of %s", run.command.command_id)
+        self._show(run, failed)
+        await self.finish_command(run, failed)
 
     def _start(self, command: Command, record: Record | None) -> None:
         previous = self.runs.get(command.barrier_id)
@@ -849,6 +923,15 @@ class Bridge:
             asyncio.create_task(self._write_cache(), name="cache"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._watch)
+
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        """A loop of the bridge ended: unless it was stopped, the bridge cannot go on."""
+        if task.cancelled():
+            return
+        log.critical("the bridge's %s loop died", task.get_name(), exc_info=task.exception())
+        self.crashed.set()
 
     async def stop(self) -> None:
         """SIGTERM: take no new commands, let running ones finish (or hand them over), leave."""
@@ -866,9 +949,7 @@ class Bridge:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Write the history still queued, best effort.
         with contextlib.suppress(StoreUnavailable):
-            for first in range(0, len(self._history), HISTORY_BATCH):
-                await self.store.record_events(self._history[first : first + HISTORY_BATCH])
-            self._history.clear()
+            await self._flush_history(self.store.record_events)
         if self.poller is not None:
             await self.poller.stop()
             self.poller = None
@@ -879,3 +960,9 @@ class Bridge:
                     [present(self.records[b]) for b in self._dirty if b in self.records],
                     publish={b for b, p in self._dirty.items() if p},
                 )
+
+
+def _described(exc: BaseException) -> str:
+    """`exc` in one line for a dead letter or a command's detail."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 500 else f"{text[:497]}..."

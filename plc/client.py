@@ -20,7 +20,7 @@ from typing import Self
 
 import msgspec
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from plc.errors import (
@@ -193,6 +193,9 @@ class PlcClient:
             except ConnectionException as exc:
                 self._link_failed()
                 raise PlcConnectionError(name, f"{label}: connection lost") from exc
+            except ModbusException as exc:  # a frame pymodbus could not make sense of
+                self._link_failed()
+                raise PlcProtocolError(name, f"{label}: {exc}") from exc
             if pdu.isError():
                 raise PlcExceptionReply(name, int(getattr(pdu, "exception_code", 0)), label)
             return pdu

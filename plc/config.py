@@ -270,6 +270,12 @@ def load_register_map(path: str | Path) -> RegisterMap:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegisterMapError(f"{path}: cannot read the register map: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise RegisterMapError(
+            f"{path}:{line}: the register map is not UTF-8 text (byte {exc.start}); "
+            "save it as UTF-8"
+        ) from None
     return parse_register_map(text, source=str(path))
 
 

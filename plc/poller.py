@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -25,6 +26,8 @@ from plc.quality import Quality, QualityLimits, assess_quality
 from plc.registers import BarrierConfig, BarrierState, PlcEndpoint, RegisterMap, Table
 
 MOVING_STATES = frozenset({BarrierState.OPENING, BarrierState.CLOSING})
+
+log = logging.getLogger(__name__)
 
 
 class BarrierSample(msgspec.Struct, frozen=True):
@@ -165,7 +168,20 @@ class EndpointPoller:
         ]
 
     async def run(self, *, phase: float = 0.0) -> None:
-        """Poll until cancelled, the first full cycle `phase` seconds from now."""
+        """Poll until cancelled, the first full cycle `phase` seconds from now.
+
+        An error nobody foresaw (a bug in a sink, say) is logged and counted as a failed
+        cycle; the loop goes on at the next full cycle rather than leave the PLC unwatched.
+        """
+        while True:
+            try:
+                await self._run(phase)
+            except Exception:
+                log.exception("poll loop of %s failed; polling again", self.endpoint.name)
+                self.stats.failed_cycles += 1
+                phase = self.settings.interval
+
+    async def _run(self, phase: float) -> None:
         interval, fast = self.settings.interval, self.settings.fast_interval
         next_full = self._monotonic() + phase
         while True:

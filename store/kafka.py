@@ -211,6 +211,11 @@ class CommandConsumer:
         """Stop handing out new records (they stay uncommitted for whoever owns them next)."""
         self._paused.set()
 
+    @property
+    def paused(self) -> bool:
+        """Whether `pause` was called: records handed out since are not to be started."""
+        return self._paused.is_set()
+
     def commit(self, offsets: dict[int, int]) -> None:
         """Commit `offsets` (partition -> next offset to read) soon, from the consumer's thread.
 

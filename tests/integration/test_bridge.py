@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 
 import msgspec
+import psycopg
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
@@ -16,7 +18,7 @@ from bridge.partitioning import barrier_partition
 from plc.quality import Quality
 from plc.registers import BarrierState
 from simulator import Command, Fault, LinkMode
-from store.types import BarrierStatus, CommandKind, CommandState
+from store.types import BarrierStatus, CommandKind, CommandState, StatusRecord
 from tests.bridge_stack import BridgeStack, eventually, simulated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -71,6 +73,40 @@ async def test_open_is_confirmed_in_postgres_redis_and_history(stack: BridgeStac
     assert results[0]["command_id"] == command_id
     assert results[0]["outcome"] == "confirmed"
     assert results[0]["barrier_id"] == "2"
+
+
+async def test_a_change_reaches_the_cache_only_once_postgres_has_it(stack: BridgeStack) -> None:
+    """PostgreSQL, then the Redis record: what a client is shown is never unrecorded."""
+    async with stack.bridge() as bridge:
+        command_id = await stack.command(4, OPEN)
+        await eventually(lambda: stack.outcome_state(command_id), lambda s: s == "moving")
+        blocker = await psycopg.AsyncConnection.connect(stack.db_url)
+        async with blocker, blocker.transaction():
+            # No history can be written until this transaction ends.
+            await blocker.execute("LOCK TABLE barrier_events IN EXCLUSIVE MODE")
+            stack.sim.local_command(5, Command.OPEN)  # a change nobody commanded
+
+            def both_open(records: dict[int, StatusRecord]) -> bool:
+                return all(
+                    b in records and records[b].status is BarrierStatus.OPENED for b in (4, 5)
+                )
+
+            async def records() -> dict[int, StatusRecord]:
+                return bridge.records
+
+            await eventually(records, both_open)
+            # The bridge knows both are open; the cache must not say so yet.
+            for barrier_id in (4, 5):
+                cached = await stack.cached(barrier_id)
+                assert cached is not None
+                assert cached.status is not BarrierStatus.OPENED, f"{barrier_id} unrecorded"
+        for barrier_id in (4, 5):
+            await eventually(
+                functools.partial(stack.cached, barrier_id),
+                lambda r: r is not None and r.status is BarrierStatus.OPENED and r.pending is None,
+            )
+        assert (await stack.outcome(command_id)).state is CommandState.CONFIRMED
+    assert ("state_changed", "opened", None, None) in await stack.barrier_events(5)
 
 
 async def test_the_original_message_form_works(stack: BridgeStack) -> None:
@@ -137,10 +173,23 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_next_runs(
         await stack.send(b"{not json", b"6")
         await stack.send(msgspec.json.encode({"barrier_id": "999", "command": "open"}), b"999")
         await stack.send(msgspec.json.encode({"barrier_id": "6", "command": "dance"}), b"6")
+        # Once enough to stop a consumer for good: int() of thousands of digits, a float of
+        # hundreds, a time PostgreSQL cannot hold, a NUL it cannot store.
+        await stack.send(b'{"barrier_id": "' + b"6" * 5000 + b'", "command": "open"}', b"6")
+        huge = b'{"barrier_id": "6", "command": "open", "timestamp": 1' + b"0" * 400 + b"}"
+        await stack.send(huge, b"6")
+        micros = {"barrier_id": "6", "command": "open", "timestamp": 1_733_230_000_000_000}
+        await stack.send(msgspec.json.encode(micros), b"6")
+        nul = {"barrier_id": "6", "command": "open", "actor": "eve\x00"}
+        await stack.send(msgspec.json.encode(nul), b"6")
         command_id = await stack.command(6, OPEN)
         assert (await stack.outcome(command_id)).state is CommandState.CONFIRMED
-    letters = await asyncio.to_thread(stack.read_topic, stack.settings.dead_letter_topic, 3)
+    letters = await asyncio.to_thread(stack.read_topic, stack.settings.dead_letter_topic, 7)
     assert sorted(letter["reason"] for letter in letters) == [
+        "bad_actor",
+        "bad_barrier_id",
+        "bad_timestamp",
+        "bad_timestamp",
         "not_json",
         "unknown_barrier",
         "unknown_command",

@@ -14,7 +14,7 @@ from plc.errors import PlcConnectionError, PlcExceptionReply, PlcTimeout
 from plc.poller import BarrierSample, EndpointPoller, Poller, PollSettings
 from plc.quality import Quality, QualityLimits
 from plc.registers import BarrierState, PlcEndpoint, Table
-from simulator import LinkMode, Simulator
+from simulator import Command, LinkMode, Simulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -240,3 +240,47 @@ async def test_a_write_overtakes_queued_reads(sim: Simulator) -> None:
         await asyncio.gather(write(), *reads)
     assert finished[:2] == ["read-0", "write"]
     assert sorted(finished[2:]) == ["read-1", "read-2", "read-3"]
+
+
+async def test_a_moving_barrier_is_polled_at_the_fast_rate_the_others_at_the_full_rate() -> None:
+    slow_full = PollSettings(interval=1.0, fast_interval=0.05, request_timeout=0.3)
+    samples = Samples()
+    async with (
+        Simulator.uniform(endpoints=1, barriers_per_endpoint=2, travel_time=2.5) as sim,
+        Poller(sim.register_map, slow_full, samples),
+    ):
+        await samples.until(lambda: bool(samples.of(1)) and bool(samples.of(2)))
+        sim.local_command(1, Command.OPEN)  # the cabinet's button: nobody boosted the poll
+        await samples.until(lambda: BarrierState.OPENED in states(samples.of(1)), within=6.0)
+    moving = [s for s in samples.of(1) if s.reading and s.reading.state is BarrierState.OPENING]
+    # The next full poll (within 1 s) sees it opening; from then on it is read every 0.05 s
+    # until it is open (1.5 s or more): dozens of reads, where full polls would make one or two.
+    # Its idle neighbour on the same PLC is read only by the full polls.
+    assert len(moving) >= 10
+    assert len(samples.of(2)) <= 5
+
+
+async def test_a_sink_that_fails_does_not_end_the_poll_loop(sim: Simulator) -> None:
+    samples = Samples()
+    failures = 0
+
+    def flaky(endpoint: PlcEndpoint, got: list[BarrierSample]) -> None:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise RuntimeError("a bug in whoever takes the samples")
+        samples(endpoint, got)
+
+    endpoint = sim.register_map.endpoints[0]
+    async with PlcClient(endpoint, timeout=0.5) as client:
+        loop = EndpointPoller(
+            endpoint, sim.register_map.barriers_on(endpoint.name), client, FAST, flaky
+        )
+        task = asyncio.create_task(loop.run())
+        try:
+            await samples.until(lambda: len(samples.of(1)) >= 3)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert failures == 2
+    assert loop.stats.failed_cycles >= 2

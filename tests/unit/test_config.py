@@ -162,6 +162,14 @@ def test_missing_file_says_so(tmp_path: Path) -> None:
         load_register_map(tmp_path / "nope.toml")
 
 
+def test_a_file_that_is_not_utf8_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(GOOD.replace('name = "Entry"', 'name = "Entr\xe9e"').encode("latin-1"))
+    line = GOOD.split('name = "Entry"')[0].count("\n") + 1
+    with pytest.raises(RegisterMapError, match=rf"latin1.toml:{line}: .*not UTF-8"):
+        load_register_map(path)
+
+
 def test_the_readme_example_loads() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     example = readme.split("```toml\n", 1)[1].split("```", 1)[0]

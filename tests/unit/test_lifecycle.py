@@ -189,6 +189,27 @@ def test_a_command_past_its_ttl_expires_and_is_never_written() -> None:
     assert (fresh.state, actions) == (CommandState.ACCEPTED, [WriteCoil(CommandKind.OPEN)])
 
 
+def test_a_command_dated_beyond_its_ttl_in_the_future_is_rejected_unwritten() -> None:
+    # E.g. an original producer sending milliseconds would be caught at parsing; a producer
+    # whose clock runs minutes ahead is caught here: the command's age cannot be known.
+    ahead = command(requested_at=T0 + 30.5)
+    execution, actions = begin(ahead, T0, TIMINGS)
+    assert (execution.state, actions) == (CommandState.REJECTED, [])
+    assert "30.5 s in the future" in (execution.detail or "")
+    assert barrier_status_after(execution) is None
+    skewed, actions = begin(command(requested_at=T0 + 29.9), T0, TIMINGS)
+    assert (skewed.state, actions) == (CommandState.ACCEPTED, [WriteCoil(CommandKind.OPEN)])
+
+
+def test_a_command_never_written_times_out_without_claiming_an_error() -> None:
+    execution, _ = begin(command(), T0, TIMINGS)
+    execution, _ = write_failed(execution, T0 + 0.1, "link down", retryable=True, timings=TIMINGS)
+    execution, _ = check_deadline(execution, T0 + 15.0)
+    assert execution.state is CommandState.TIMED_OUT
+    assert "could not be written" in (execution.detail or "")
+    assert barrier_status_after(execution) is None  # the PLC never had it: it says what it is
+
+
 def test_write_failures_retry_within_the_deadline_then_fail() -> None:
     execution, _ = begin(command(), T0, TIMINGS)
     execution, actions = write_failed(

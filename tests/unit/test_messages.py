@@ -160,7 +160,42 @@ def test_integer_barrier_ids_and_record_timestamps_are_accepted() -> None:
         (
             b'{"barrier_id": "3", "command": "open", "actor": 5}',
             DeadLetterReason.BAD_ACTOR,
-            "non-empty string",
+            "non-empty printable string",
+        ),
+        (
+            b'{"barrier_id": "3", "command": "open", "actor": "eve\\u0000"}',
+            DeadLetterReason.BAD_ACTOR,
+            "printable",
+        ),
+        (
+            b'{"barrier_id": "' + b"9" * 5000 + b'", "command": "open"}',
+            DeadLetterReason.BAD_BARRIER_ID,
+            "out of range",
+        ),
+        (
+            b'{"barrier_id": "3", "command": "open", "timestamp": 1' + b"0" * 400 + b"}",
+            DeadLetterReason.BAD_TIMESTAMP,  # too big for a float
+            "between the years 2000 and 3000",
+        ),
+        (
+            b'{"barrier_id": "3", "command": "open", "timestamp": 1e400}',
+            DeadLetterReason.NOT_JSON,  # msgspec refuses a number beyond a float's range
+            "out of range",
+        ),
+        (
+            b'{"barrier_id": "3", "command": "open", "timestamp": 1733230000000}',
+            DeadLetterReason.BAD_TIMESTAMP,  # milliseconds sent where seconds belong
+            "unix time in seconds between the years 2000 and 3000",
+        ),
+        (
+            b'{"barrier_id": "3", "command": "open", "requested_at": 1733230000}',
+            DeadLetterReason.BAD_TIMESTAMP,  # seconds sent where milliseconds belong
+            "unix time in milliseconds",
+        ),
+        (
+            b'{"barrier_id": "3", "command": "open", "timestamp": 1e15}',
+            DeadLetterReason.BAD_TIMESTAMP,  # microseconds, beyond PostgreSQL's range
+            "between the years 2000 and 3000",
         ),
     ],
 )
