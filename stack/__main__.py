@@ -16,7 +16,8 @@ def parse(argv: list[str] | None) -> tuple[StackOptions, bool]:
     parser = argparse.ArgumentParser(
         prog="python -m stack",
         description="Start a Kafka-protocol broker, PostgreSQL, Redis, the PLC simulator, the "
-        "bridge and the API on loopback; Ctrl-C stops everything.",
+        "bridge and the API on loopback; Ctrl-C stops everything. All but the API take free "
+        "ports; the address of everything is in DATA/stack.json while it runs.",
     )
     parser.add_argument("--data", type=Path, default=Path(".stack"), help="data folder (.stack)")
     parser.add_argument("--endpoints", type=int, default=2, help="simulated PLCs (2)")

@@ -2,8 +2,9 @@
 
 Embedded Kafka-protocol broker, PostgreSQL and Redis (from PyPI wheels) are started unless the
 user gives URLs of their own; the simulator, the bridge and the API run as child processes
-whose logs are streamed with a prefix. Everything the launcher started is written to
-``<data>/stack.json`` so scripts can attach, and everything is stopped on Ctrl-C.
+whose logs are streamed with a prefix. The address and process id of everything the launcher
+started, and the demo tokens, are written to ``<data>/stack.json`` (readable by its owner only)
+so scripts can attach, and everything is stopped on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import contextlib
 import os
 import secrets
 import signal
+import stat
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import msgspec
@@ -37,6 +40,8 @@ from stack.services import (
 
 STARTUP_DEADLINE = 90.0
 """Seconds the whole stack may take to become ready."""
+
+EmbeddedService = TypeVar("EmbeddedService", KafkaBroker, PostgresServer, RedisServer)
 
 
 class StackOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +71,7 @@ class StackInfo(msgspec.Struct, frozen=True):
     tokens: dict[str, str]
     """Demo tokens by role (made up for this run)."""
     pids: dict[str, int]
+    """Process id of everything the launcher started, by name (embedded services included)."""
 
 
 class Child:
@@ -100,7 +106,7 @@ class Child:
         return cls(name, process, asyncio.create_task(pump()))
 
     async def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM, wait up to `grace`, then SIGKILL; never leave the process behind."""
+        """SIGTERM, wait up to `grace`, then SIGKILL its group; never leave a process behind."""
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
@@ -108,8 +114,9 @@ class Child:
                 async with asyncio.timeout(grace):
                     await self.process.wait()
             except TimeoutError:
+                # Not reaped yet, so its pid (= its group id) cannot have been reused.
                 with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 await self.process.wait()
         with contextlib.suppress(asyncio.CancelledError):
             await self.pump
@@ -149,14 +156,29 @@ async def _until(
 
 
 class Stack:
-    """A running local stack; `run()` starts it, `close()` stops everything it started."""
+    """A running local stack; `start()` starts it, `close()` stops everything it started."""
 
     def __init__(self, options: StackOptions, log: Callable[[str], None] = print) -> None:
         self.options = options
         self.log = log
         self.services = ExitStack()
         self.children: list[Child] = []
+        self.pids: dict[str, int] = {}
         self.info: StackInfo | None = None
+
+    def _embed(self, service: EmbeddedService) -> EmbeddedService:
+        """Start an embedded service (stopped by `close()`) and record its process id."""
+        started = self.services.enter_context(service)
+        if started.pid is None:
+            raise RuntimeError(f"{started.name} exited once ready; see {started.log_path}")
+        self.pids[started.name] = started.pid
+        return started
+
+    async def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        """Start a child process (stopped by `close()`) and record its process id."""
+        child = await Child.start(name, args, env, self.log)
+        self.children.append(child)
+        self.pids[name] = child.process.pid
 
     def _register_map(self) -> RegisterMap:
         ports = [free_port() for _ in range(self.options.endpoints)]
@@ -168,18 +190,12 @@ class Stack:
         """Start services and children, wait until the API is ready, write ``stack.json``."""
         options = self.options
         data = options.data
-        data.mkdir(parents=True, exist_ok=True)
-        kafka = (
-            options.kafka
-            or self.services.enter_context(KafkaBroker(data / "kafka")).bootstrap_servers
-        )
+        _make_private(data)
+        kafka = options.kafka or self._embed(KafkaBroker(data / "kafka")).bootstrap_servers
         database_url = (
-            options.database_url
-            or self.services.enter_context(PostgresServer(data / "postgres", durable=True)).url
+            options.database_url or self._embed(PostgresServer(data / "postgres", durable=True)).url
         )
-        redis_url = (
-            options.redis_url or self.services.enter_context(RedisServer(data / "redis")).url
-        )
+        redis_url = options.redis_url or self._embed(RedisServer(data / "redis")).url
         register_map = self._register_map()
         map_file = data / "barriers.toml"
         map_file.write_text(dump_register_map(register_map))
@@ -188,23 +204,20 @@ class Stack:
         python = sys.executable
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "API_"))}
         base_env["PYTHONUNBUFFERED"] = "1"
-        self.children.append(
-            await Child.start(
+        await self._spawn(
+            "simulator",
+            [
+                python,
+                "-m",
                 "simulator",
-                [
-                    python,
-                    "-m",
-                    "simulator",
-                    "--map",
-                    str(map_file),
-                    "--travel-time",
-                    str(options.travel_time),
-                    "--control-port",
-                    str(control_port),
-                ],
-                base_env,
-                self.log,
-            )
+                "--map",
+                str(map_file),
+                "--travel-time",
+                str(options.travel_time),
+                "--control-port",
+                str(control_port),
+            ],
+            base_env,
         )
         bridge_env = base_env | {
             "BRIDGE_KAFKA_BOOTSTRAP": kafka,
@@ -216,9 +229,7 @@ class Stack:
             "BRIDGE_PARTITIONS": "4",
             "BRIDGE_SESSION_TIMEOUT_MS": "6000",
         }
-        self.children.append(
-            await Child.start("bridge", [python, "-m", "bridge"], bridge_env, self.log)
-        )
+        await self._spawn("bridge", [python, "-m", "bridge"], bridge_env)
         api_env = base_env | {
             "API_HOST": LOOPBACK,
             "API_PORT": str(options.api_port),
@@ -238,7 +249,7 @@ class Stack:
             self.children,
             deadline,
         )
-        self.children.append(await Child.start("api", [python, "-m", "api"], api_env, self.log))
+        await self._spawn("api", [python, "-m", "api"], api_env)
         api_url = f"http://{LOOPBACK}:{options.api_port}"
         viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
         await _until(
@@ -256,9 +267,9 @@ class Stack:
             simulator_control_url=f"http://{LOOPBACK}:{control_port}",
             bridge_metrics_url=metrics_url,
             tokens=tokens,
-            pids={c.name: c.process.pid for c in self.children},
+            pids=dict(self.pids),
         )
-        (data / "stack.json").write_bytes(msgspec.json.format(msgspec.json.encode(self.info)))
+        _write_private(data / "stack.json", msgspec.json.format(msgspec.json.encode(self.info)))
         return self.info
 
     async def close(self) -> None:
@@ -267,8 +278,35 @@ class Stack:
             await child.stop()
         self.children = []
         self.services.close()
+        self.pids = {}
         with contextlib.suppress(FileNotFoundError):
             (self.options.data / "stack.json").unlink()
+
+
+def _make_private(folder: Path) -> None:
+    """Create `folder` if needed, and take away read and write access from group and others.
+
+    Search (x) bits are left alone: run as root, PostgreSQL runs as a user of its own that must
+    traverse the folder to reach its cluster (see :mod:`stack.services`).
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o066:
+        folder.chmod(mode & ~0o066)
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    """Replace `path` by a file readable by its owner only (mode 0600) holding `content`.
+
+    Written beside it and renamed, so a reader never sees it half written, and a file left by an
+    earlier run with a wider mode is replaced rather than reused.
+    """
+    partial = path.with_name(f"{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(content)
+    partial.replace(path)
 
 
 async def check(info: StackInfo, within: float = 30.0) -> None:
