@@ -97,9 +97,21 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 """
 
+# Every filter of the event history is one range of one index, in (created_at, id) order: a
+# command's events need no sort, and a barrier's events of one type are found without reading
+# its others. (CREATE INDEX locks out writes to the table while it builds.)
+_V3_EVENT_INDEXES = """
+CREATE INDEX barrier_events_command_newest
+    ON barrier_events (command_id, created_at DESC, id DESC) WHERE command_id IS NOT NULL;
+DROP INDEX barrier_events_command;
+CREATE INDEX barrier_events_barrier_type_newest
+    ON barrier_events (barrier_id, event_type, created_at DESC, id DESC);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial schema", _V1_INITIAL),
     (2, "idempotency keys", _V2_IDEMPOTENCY),
+    (3, "event history indexes", _V3_EVENT_INDEXES),
 )
 """Every migration as ``(version, name, SQL)``, in the order they apply; append, never edit."""
 

@@ -7,10 +7,12 @@ namespace of its own, so tests share the servers without seeing each other.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,11 +29,13 @@ from store import (
     MIGRATIONS,
     BarrierStore,
     CacheUnavailable,
+    EventFilter,
     NewCommand,
     StatusCache,
     StoreUnavailable,
     migrate,
 )
+from store.postgres import EVENTS_PREPARE, events_query
 from store.types import (
     BarrierStatus,
     CommandKind,
@@ -419,6 +423,119 @@ async def test_record_event_updates_barriers_only_for_confirmed_states(
         ("link_lost", None, {"endpoint": "plc-1"}, None, None),
         ("fault_cleared", "closed", {}, None, None),
     ]
+
+
+# PostgreSQL: the event history at scale
+
+HISTORY_ROWS = 200_000
+HISTORY_BARRIERS = uniform_register_map([("127.0.0.1", 5020)], barriers_per_endpoint=50).barriers
+A_COMMAND = str(uuid.UUID(hashlib.md5(b"3001").hexdigest()))
+
+# Groups of three rows: the three events of one command (accepted, written, confirmed) in three
+# groups of five, state changes in the others, now and then a lost link; two rows a second.
+_FILL_HISTORY = """
+INSERT INTO barrier_events (barrier_id, event_type, command_id, actor, detail, created_at)
+SELECT 1 + (i / 15) %% 50,
+       CASE WHEN (i / 3) %% 5 < 3
+            THEN (ARRAY['command_accepted', 'command_written', 'command_confirmed'])[1 + i %% 3]
+            WHEN (i / 3) %% 97 = 0 THEN 'link_lost'
+            ELSE 'state_changed' END,
+       CASE WHEN (i / 3) %% 5 < 3 THEN md5((i / 3)::text)::uuid END,
+       'operator',
+       '{}',
+       timestamptz '2025-01-01 00:00:00+00' + (i / 2) * interval '1 second'
+FROM generate_series(0, %s - 1) AS i
+"""
+
+HISTORY_FILTERS: list[tuple[EventFilter, set[str]]] = [
+    (EventFilter(), {"barrier_events_newest"}),
+    (EventFilter(barrier_id=7), {"barrier_events_barrier_newest"}),
+    # Two rows in five: reading the newest and skipping the others costs as little.
+    (
+        EventFilter(event_type="state_changed"),
+        {"barrier_events_type_newest", "barrier_events_newest"},
+    ),
+    (EventFilter(event_type="link_lost"), {"barrier_events_type_newest"}),
+    (EventFilter(command_id=A_COMMAND), {"barrier_events_command_newest"}),
+    (
+        EventFilter(barrier_id=7, event_type="command_confirmed"),
+        {"barrier_events_barrier_type_newest"},
+    ),
+    (
+        EventFilter(
+            barrier_id=7,
+            since=datetime(2025, 1, 1, 3, tzinfo=UTC),
+            until=datetime(2025, 1, 1, 20, tzinfo=UTC),
+        ),
+        {"barrier_events_barrier_newest"},
+    ),
+]
+"""Each filter of the history, and the indexes whose range serves it."""
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+async def explain(
+    conn: psycopg.AsyncConnection[Any], where: EventFilter, limit: int
+) -> dict[str, Any]:
+    """The plan of the store's history query for `where`, run as the store runs it."""
+    query, params = events_query(where, limit)
+    text = query.as_string(conn)
+    explained = await conn.execute(
+        f"EXPLAIN (ANALYZE, FORMAT JSON) {text}".encode(), params, prepare=EVENTS_PREPARE
+    )
+    row = await explained.fetchone()
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]["Plan"]
+    return plan
+
+
+SCANS = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
+
+
+def check_history_plan(plan: dict[str, Any], indexes: set[str], limit: int) -> None:
+    """Assert that `plan` reads one of `indexes` from the cursor on, and little more than a page.
+
+    No sequential scan; a sort only of the few rows a range gave (never of the table); at most
+    three pages' worth of rows read, however deep the page.
+    """
+    nodes = list(plan_nodes(plan))
+    shown = [(n["Node Type"], n.get("Index Name")) for n in nodes]
+    assert "Seq Scan" not in {n["Node Type"] for n in nodes}, shown
+    used = {n["Index Name"] for n in nodes if "Index Name" in n}
+    assert used, shown
+    assert used <= indexes, shown
+    for node in nodes:
+        if node["Node Type"] in ("Sort", "Incremental Sort"):
+            assert all(child["Actual Rows"] <= 3 * limit for child in node["Plans"]), (shown, node)
+        if node["Node Type"] in SCANS:
+            read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            assert read <= 3 * limit, (shown, node)
+
+
+async def test_every_page_of_every_history_filter_is_one_index_range(
+    store: BarrierStore, db_url: str
+) -> None:
+    """First and deep pages: an index range from the cursor on, no scan or sort of the rest."""
+    await store.sync_barriers(HISTORY_BARRIERS)
+    await fetch(db_url, _FILL_HISTORY, HISTORY_ROWS)
+    await fetch(db_url, "ANALYZE barrier_events")
+    limit = 101  # a page of 100 and one more, as the API asks
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        for where, indexes in HISTORY_FILTERS:
+            matching = len(await store.events(where, HISTORY_ROWS))
+            deep = (await store.events(where, matching * 9 // 10 + 1))[-1]
+            for after in (None, (deep.created_at, deep.id)):
+                page = msgspec.structs.replace(where, after=after)
+                try:
+                    check_history_plan(await explain(conn, page, limit), indexes, limit)
+                except AssertionError as failure:
+                    raise AssertionError(f"plan of {page}: {failure}") from None
 
 
 async def test_store_unavailable_when_nothing_listens() -> None:
