@@ -153,6 +153,59 @@ async def test_a_duplicate_command_id_is_executed_once(stack: BridgeStack) -> No
     assert writes(stack, 1) == 1
 
 
+async def test_a_duplicate_after_the_outcome_does_nothing(stack: BridgeStack) -> None:
+    async with stack.bridge():
+        command_id = await stack.command(3, OPEN)
+        assert (await stack.outcome(command_id)).state is CommandState.CONFIRMED
+        stack.sim.reset_request_counts()
+        await stack.command(3, OPEN, command_id=command_id)  # redelivered, or sent again
+        # Barrier 3's commands are ordered on its partition: once the next one is confirmed,
+        # the duplicate before it has been handled.
+        after = await stack.command(3, CLOSE)
+        assert (await stack.outcome(after)).state is CommandState.CONFIRMED
+    assert await stack.command_events(command_id) == LIFECYCLE
+    assert writes(stack, 3) == 1, "only the close was written"
+
+
+async def test_a_stuck_gate_holds_up_no_other_on_its_partition(stack: BridgeStack) -> None:
+    # Barriers 1 and 7 share partition 3 of 4 (the Java client's murmur2).
+    assert barrier_partition(1, 4) == barrier_partition(7, 4)
+    async with stack.bridge():
+        stack.sim.inject_fault(7, Fault.STUCK)
+        stuck = await stack.command(7, OPEN)
+        await eventually(lambda: stack.outcome_state(stuck), lambda s: s == "moving")
+        other = await stack.command(1, OPEN)
+        assert (await stack.outcome(other)).state is CommandState.CONFIRMED
+        assert await stack.outcome_state(stuck) == "moving", "confirmed while 7 still travels"
+        assert (await stack.outcome(stuck)).state is CommandState.TIMED_OUT
+
+
+async def test_metrics_count_outcomes_latencies_polls_links_and_lag(stack: BridgeStack) -> None:
+    async with stack.bridge() as bridge:
+        registry = bridge.metrics.registry
+        command_id = await stack.command(2, OPEN)
+        assert (await stack.outcome(command_id)).state is CommandState.CONFIRMED
+        endpoint = {"endpoint": stack.sim.register_map.barrier(2).endpoint}
+        partition = {"partition": str(barrier_partition(2, 4))}
+
+        async def value(name: str, labels: dict[str, str] | None = None) -> float | None:
+            return registry.get_sample_value(name, labels or {})
+
+        await eventually(
+            lambda: value("bridge_commands_total", {"outcome": "confirmed"}), lambda v: v == 1
+        )
+        for histogram in ("consumed_to_written", "written_to_confirmed"):
+            count = await value(f"bridge_command_{histogram}_seconds_count")
+            assert count == 1, histogram
+        assert (await value("bridge_poll_cycle_seconds_count", endpoint) or 0) > 0
+        assert await value("bridge_plc_link_up", endpoint) == 1
+        assert await value("bridge_owned_barriers") == 8
+        # The consumer measures its lag now and then: once it has, nothing is left behind.
+        await eventually(lambda: value("bridge_consumer_lag", partition), lambda v: v == 0)
+        stack.sim.set_link(endpoint["endpoint"], LinkMode.SILENT)
+        await eventually(lambda: value("bridge_plc_link_up", endpoint), lambda v: v == 0)
+
+
 async def test_an_expired_command_is_never_written(stack: BridgeStack) -> None:
     async with stack.bridge():
         stack.sim.reset_request_counts()
@@ -332,6 +385,11 @@ async def test_redis_flushed_is_rebuilt(stack: BridgeStack, redis_url: str) -> N
             assert await stack.cache.get_all() == []
             rebuilt = await eventually(
                 lambda: stack.cache.get_all(), lambda records: len(records) == 8
+            )
+            # Rebuilt as a whole (with the sentinel that tells a flushed Redis), not only
+            # refreshed record by record as the barriers are polled.
+            assert await eventually(
+                lambda: stack.cache.has_sentinel(stack.settings.instance_id), bool
             )
         finally:
             await redis.aclose()
