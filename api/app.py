@@ -71,6 +71,7 @@ from store import (
     BarrierStore,
     CacheUnavailable,
     EventFilter,
+    KeyClaim,
     NewCommand,
     StatusCache,
     StoreUnavailable,
@@ -105,6 +106,9 @@ DIRECTORY_TTL = 5.0
 
 MAX_IDEMPOTENCY_KEY = 200
 
+KEY_EXPIRY_INTERVAL = 3600.0
+"""Most seconds between two deletions of expired Idempotency-Keys."""
+
 
 class ApiError(HTTPException):
     """An error answered as JSON with a stable code."""
@@ -126,6 +130,7 @@ class Adapters:
         self.broadcaster = Broadcaster(self.cache, settings.stale_after)
         self._directory: dict[int, BarrierRow] = {}
         self._directory_read = -DIRECTORY_TTL
+        self._housekeeping: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Open the pool, the producer and the one Redis subscription."""
@@ -136,15 +141,33 @@ class Adapters:
             self.settings.kafka_bootstrap, timeout=self.settings.produce_timeout
         )
         self.broadcaster.start()
+        self._housekeeping = asyncio.create_task(self._forget_old_keys(), name="key expiry")
 
     async def close(self) -> None:
         """Close everything opened."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         await self.broadcaster.stop()
         if self.producer is not None:
             await asyncio.to_thread(self.producer.close, 1.0)
         await self.cache.close()
         if self.store is not None:
             await self.store.close()
+
+    async def _forget_old_keys(self) -> None:
+        """Delete Idempotency-Keys past their retention, at start and then now and again."""
+        retention = self.settings.idempotency_retention
+        while True:
+            try:
+                forgotten = await self.db().forget_idempotency_keys(retention)
+            except StoreUnavailable as exc:
+                log.warning("old Idempotency-Keys not deleted: %s", exc)
+            else:
+                if forgotten:
+                    log.info("deleted %d Idempotency-Keys older than %g s", forgotten, retention)
+            await asyncio.sleep(min(retention / 4, KEY_EXPIRY_INTERVAL))
 
     def db(self) -> BarrierStore:
         """The store (open once started)."""
@@ -183,6 +206,10 @@ class Adapters:
 
 DATABASE_DOWN = "The database is unreachable; try again shortly."
 BROKER_DOWN = "The command broker did not acknowledge the command; nothing was sent. Try again."
+BROKER_UNKNOWN = (
+    "The command broker did not answer in time; the command may still arrive. "
+    "Check its outcome before sending it again."
+)
 
 
 def adapters_of(state: State) -> Adapters:
@@ -394,35 +421,12 @@ async def submit(
     """Send a command to the bridge through Kafka and answer once the broker has it."""
     await adapters.barrier(barrier_id)
     request = f"{kind.value} {barrier_id}"
+    claim: KeyClaim | None = None
     if idempotency_key is not None:
-        if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise ApiError(
-                400,
-                "invalid_idempotency_key",
-                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters.",
-            )
-        try:
-            earlier = await adapters.db().claim_idempotency_key(
-                principal.name, idempotency_key, request
-            )
-        except StoreUnavailable:
-            raise ApiError(503, "database_unavailable", DATABASE_DOWN) from None
-        if earlier is not None:
-            if earlier.request != request:
-                raise ApiError(
-                    422,
-                    "idempotency_key_reused",
-                    f"This Idempotency-Key was used for '{earlier.request}'; "
-                    "use a new key for a different request.",
-                )
-            if earlier.response is None:
-                raise ApiError(
-                    409,
-                    "request_in_progress",
-                    "A request with this Idempotency-Key is still being handled; "
-                    "retry in a moment.",
-                )
-            return msgspec.convert(earlier.response, CommandAccepted)
+        held = await claim_key(adapters, principal, idempotency_key, request)
+        if isinstance(held, CommandAccepted):
+            return held
+        claim = held
     command = Command(
         command_id=str(uuid.uuid4()),
         barrier_id=barrier_id,
@@ -431,19 +435,26 @@ async def submit(
         requested_at=time.time(),
         source="api",
     )
+    assert adapters.producer is not None
     try:
-        assert adapters.producer is not None
-        async with asyncio.timeout(adapters.settings.produce_timeout):
+        # The producer's own timeout ends every send with a delivery report: a failure means
+        # the command was abandoned, never sent later. The outer deadline is a last guard.
+        async with asyncio.timeout(adapters.producer.deadline + 1.0):
             await adapters.producer.send(
                 adapters.settings.commands_topic,
                 encode_command(command),
                 key=command_key(barrier_id),
             )
-    except (KafkaUnavailable, TimeoutError):
-        if idempotency_key is not None:
+    except KafkaUnavailable:
+        if claim is not None:
             with contextlib.suppress(StoreUnavailable):
-                await adapters.db().release_idempotency_key(principal.name, idempotency_key)
+                await adapters.db().release_idempotency_key(claim)
         raise ApiError(503, "broker_unavailable", BROKER_DOWN) from None
+    except TimeoutError:
+        # Whether the command went is unknown: keep the key claimed (a retry is told the
+        # request is in progress until its lease ends) rather than risk sending it twice.
+        log.error("no delivery report for %s within the deadline", command.command_id)
+        raise ApiError(503, "broker_unavailable", BROKER_UNKNOWN) from None
     metrics.commands_accepted.labels(kind.value).inc()
     await record_acceptance(adapters, command)
     moving = BarrierStatus.OPENING if kind is CommandKind.OPEN else BarrierStatus.CLOSING
@@ -454,12 +465,54 @@ async def submit(
         message=f"Barrier {barrier_id} is {moving.value}; "
         f"follow it on /ws or GET /barriers/{barrier_id}/status.",
     )
-    if idempotency_key is not None:
+    if claim is not None:
         with contextlib.suppress(StoreUnavailable):
             await adapters.db().complete_idempotency_key(
-                principal.name, idempotency_key, HTTP_202_ACCEPTED, msgspec.to_builtins(answer)
+                claim, HTTP_202_ACCEPTED, msgspec.to_builtins(answer)
             )
     return answer
+
+
+async def claim_key(
+    adapters: Adapters, principal: Principal, key: str, request: str
+) -> KeyClaim | CommandAccepted:
+    """Claim `key` for `request`, or return the answer already given to it.
+
+    A key used for another request, or held by a request still being handled, is an error.
+    """
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters.",
+        )
+    settings = adapters.settings
+    try:
+        held = await adapters.db().claim_idempotency_key(
+            principal.name,
+            key,
+            request,
+            lease=settings.idempotency_lease,
+            retention=settings.idempotency_retention,
+        )
+    except StoreUnavailable:
+        raise ApiError(503, "database_unavailable", DATABASE_DOWN) from None
+    if isinstance(held, KeyClaim):
+        return held
+    if held.request != request:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            f"This Idempotency-Key was used for '{held.request}'; "
+            "use a new key for a different request.",
+        )
+    if held.response is None:
+        raise ApiError(
+            409,
+            "request_in_progress",
+            "A request with this Idempotency-Key is still being handled; retry in a moment.",
+        )
+    return msgspec.convert(held.response, CommandAccepted)
 
 
 async def record_acceptance(adapters: NamedDependency[Adapters], command: Command) -> None:
@@ -482,15 +535,14 @@ async def record_acceptance(adapters: NamedDependency[Adapters], command: Comman
         )
     except StoreUnavailable as exc:
         log.warning("acceptance of %s not recorded: %s", command.command_id, exc)
+    pending = PendingCommand(command.command_id, command.kind, command.actor, CommandState.ACCEPTED)
+
+    def show_pending(record: StatusRecord) -> StatusRecord:
+        return present(msgspec.structs.replace(record, pending=pending, updated_at=now))
+
     try:
-        record = await adapters.cache.get(command.barrier_id)
-        if record is None:
-            return
-        pending = PendingCommand(
-            command.command_id, command.kind, command.actor, CommandState.ACCEPTED
-        )
-        shown = present(msgspec.structs.replace(record, pending=pending, updated_at=now))
-        await adapters.cache.put(shown)
+        # Only if the bridge has not written meanwhile: its record may already be newer.
+        await adapters.cache.amend(command.barrier_id, show_pending)
     except CacheUnavailable as exc:
         log.warning("cache not updated for %s: %s", command.command_id, exc)
 

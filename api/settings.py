@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from store.kafka import REPORT_SLACK
 from store.settings import describe, load_from_env
 
 ENV_PREFIX = "API_"
@@ -33,7 +34,13 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Bearer tokens, comma-separated ``name:role:sha256hex`` entries (roles: viewer, operator,
     admin); ``python -m api hash-token`` prints the hash of a token. Stored hashed only."""
     produce_timeout: float = 5.0
-    """Seconds to wait for the broker to acknowledge a command before answering 503."""
+    """Seconds the broker has to acknowledge a command; if it does not, the command is
+    abandoned (never sent later) and the answer is 503."""
+    idempotency_lease: float = 60.0
+    """Seconds after which an Idempotency-Key whose request never answered (its process died)
+    is handed to a retry; until then a retry is told ``request_in_progress``."""
+    idempotency_retention: float = 86400.0
+    """Seconds an Idempotency-Key and its answer are kept; older keys are deleted."""
     stale_after: float = 3.0
     """Seconds after the last good read at which a status is shown ``stale``, whatever the
     cache says (a dead bridge must not leave a status looking fresh)."""
@@ -49,6 +56,14 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds between pings to each WebSocket client."""
     log_level: str = "INFO"
     """Python logging level."""
+
+    def __post_init__(self) -> None:
+        """Refuse a lease that could hand a key over while its request may still be sending."""
+        if self.idempotency_lease <= self.produce_timeout + REPORT_SLACK:
+            raise ValueError(
+                f"API_IDEMPOTENCY_LEASE ({self.idempotency_lease} s) must exceed "
+                f"API_PRODUCE_TIMEOUT + {REPORT_SLACK} s"
+            )
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> ApiSettings:

@@ -13,6 +13,7 @@ from store.postgres import (
     EventFilter,
     EventRow,
     IdempotentAnswer,
+    KeyClaim,
     NewCommand,
     StoreUnavailable,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "EventFilter",
     "EventRow",
     "IdempotentAnswer",
+    "KeyClaim",
     "NewCommand",
     "StatusCache",
     "StoreUnavailable",

@@ -10,7 +10,15 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Self
@@ -100,6 +108,34 @@ class StatusCache:
                     if barrier_id in publish:
                         pipe.publish(self.channel, data)
                 await pipe.execute()
+
+    async def amend(
+        self, barrier_id: int, change: Callable[[StatusRecord], StatusRecord]
+    ) -> StatusRecord | None:
+        """Store and publish `change` of barrier `barrier_id`'s record unless written meanwhile.
+
+        The key is watched from the read to the write (WATCH/MULTI): if another writer (the
+        bridge) stored a record in between, that newer record stays and nothing is written.
+        Return the record written, or None if there was no record or it changed meanwhile.
+        """
+        key = self._key(barrier_id)
+        with _unavailable_as_typed_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                value = await pipe.get(key)
+                record = _decode(key, value) if value else None
+                if record is None:
+                    return None
+                changed = change(record)
+                data = _encoder.encode(changed)
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(key, data)
+                pipe.publish(self.channel, data)
+                try:
+                    await pipe.execute()
+                except redis.exceptions.WatchError:
+                    return None
+        return changed
 
     async def get(self, barrier_id: int) -> StatusRecord | None:
         """Return barrier `barrier_id`'s record, or None if there is none (or it is corrupt)."""

@@ -31,6 +31,11 @@ CONSUME_BATCH = 100
 """librdkafka's own messages (e.g. a broker refusing connections) go to Python logging."""
 
 
+REPORT_SLACK = 1.5
+"""Seconds past ``message.timeout.ms`` within which librdkafka reports a record it gave up on:
+it looks for timed-out records once a second."""
+
+
 class KafkaUnavailable(Exception):
     """The broker did not acknowledge in time, or refused."""
 
@@ -76,7 +81,12 @@ def partition_count(bootstrap: str, topic: str, *, timeout: float = 10.0) -> int
 
 
 class AsyncProducer:
-    """A confluent-kafka producer whose `send` awaits the broker's acknowledgement."""
+    """A confluent-kafka producer whose `send` awaits the broker's acknowledgement.
+
+    The broker has `timeout` seconds (``message.timeout.ms``) to acknowledge a record; after
+    that librdkafka gives up on it and reports so. Each send ends with that delivery report,
+    within `deadline` seconds.
+    """
 
     def __init__(self, bootstrap: str, *, timeout: float = 5.0) -> None:
         self._producer = Producer(
@@ -91,6 +101,9 @@ class AsyncProducer:
                 "logger": CLIENT_LOG,
             }
         )
+        self.deadline = timeout + REPORT_SLACK
+        """Seconds within which every `send` ends. A caller that stops waiting sooner cannot
+        tell whether the record went: librdkafka may still deliver it."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
         self._thread.start()
@@ -102,7 +115,11 @@ class AsyncProducer:
     async def send(
         self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None
     ) -> tuple[int, int]:
-        """Produce one record and wait for the broker; return its (partition, offset)."""
+        """Produce one record and wait for its delivery report; return its (partition, offset).
+
+        Raise KafkaUnavailable if the record was refused, or the broker did not acknowledge it
+        within the timeout and librdkafka gave up on it.
+        """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[int, int]] = loop.create_future()
 

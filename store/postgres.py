@@ -126,6 +126,15 @@ class IdempotentAnswer(msgspec.Struct, frozen=True):
     response: dict[str, object] | None
 
 
+class KeyClaim(msgspec.Struct, frozen=True):
+    """A request's hold on an Idempotency-Key: only its holder may answer or release it."""
+
+    actor: str
+    key: str
+    claimed_at: datetime
+    """When it was claimed: tells this claim from a later one that took the key over."""
+
+
 class BarrierRow(msgspec.Struct, frozen=True):
     """One row of ``barriers``: the last confirmed status, not the live one."""
 
@@ -268,10 +277,16 @@ ORDER BY created_at DESC, id DESC
 LIMIT {limit}
 """)
 
+# A key is free if it is new, older than the retention, or claimed long ago by a request that
+# never answered (it died between claim and answer): claiming it then takes it over.
 _CLAIM_KEY = """
-INSERT INTO idempotency_keys (actor, key, request) VALUES (%(actor)s, %(key)s, %(request)s)
-ON CONFLICT (actor, key) DO NOTHING
-RETURNING actor
+INSERT INTO idempotency_keys AS held (actor, key, request)
+VALUES (%(actor)s, %(key)s, %(request)s)
+ON CONFLICT (actor, key) DO UPDATE
+    SET request = EXCLUDED.request, status_code = NULL, response = NULL, created_at = now()
+    WHERE held.created_at < now() - make_interval(secs => %(retention)s)
+       OR (held.response IS NULL AND held.created_at < now() - make_interval(secs => %(lease)s))
+RETURNING created_at
 """
 
 _SELECT_KEY = """
@@ -279,12 +294,18 @@ SELECT request, status_code, response FROM idempotency_keys
 WHERE actor = %(actor)s AND key = %(key)s
 """
 
+# Only the claim's holder answers or releases it: one taken over is the new holder's.
 _COMPLETE_KEY = """
 UPDATE idempotency_keys SET status_code = %(status_code)s, response = %(response)s
-WHERE actor = %(actor)s AND key = %(key)s
+WHERE actor = %(actor)s AND key = %(key)s AND created_at = %(claimed_at)s
 """
 
-_RELEASE_KEY = "DELETE FROM idempotency_keys WHERE actor = %(actor)s AND key = %(key)s"
+_RELEASE_KEY = """
+DELETE FROM idempotency_keys
+WHERE actor = %(actor)s AND key = %(key)s AND created_at = %(claimed_at)s
+"""
+
+_FORGET_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)"
 
 
 def _jsonb(value: object) -> Jsonb:
@@ -537,14 +558,25 @@ class BarrierStore:
         return [EventRow(**row) for row in rows]
 
     async def claim_idempotency_key(
-        self, actor: str, key: str, request: str
-    ) -> IdempotentAnswer | None:
-        """Claim `key` for `actor`'s request; None if claimed now, else the earlier request's."""
-        params = {"actor": actor, "key": key, "request": request}
+        self, actor: str, key: str, request: str, *, lease: float, retention: float
+    ) -> KeyClaim | IdempotentAnswer:
+        """Claim `key` for `actor`'s request: the claim if it is ours now, else the earlier answer.
+
+        The key is ours if it is new, older than `retention` seconds, or held by a request that
+        has not answered within `lease` seconds (it died): that claim is taken over.
+        """
+        params = {
+            "actor": actor,
+            "key": key,
+            "request": request,
+            "lease": lease,
+            "retention": retention,
+        }
         async with self._transaction() as conn:
             cursor = await conn.execute(_CLAIM_KEY, params)
-            if await cursor.fetchone() is not None:
-                return None
+            claimed = await cursor.fetchone()
+            if claimed is not None:
+                return KeyClaim(actor, key, claimed["created_at"])
             cursor = await conn.execute(_SELECT_KEY, params)
             row = await cursor.fetchone()
         if row is None:  # released between the two statements: the caller may try again
@@ -552,24 +584,29 @@ class BarrierStore:
         return msgspec.convert(row, IdempotentAnswer)
 
     async def complete_idempotency_key(
-        self, actor: str, key: str, status_code: int, response: Mapping[str, object]
+        self, claim: KeyClaim, status_code: int, response: Mapping[str, object]
     ) -> None:
-        """Keep the answer to `actor`'s request under `key` for its retries."""
+        """Keep the answer to the request holding `claim`, for its retries."""
         async with self._connection() as conn:
             await conn.execute(
                 _COMPLETE_KEY,
                 {
-                    "actor": actor,
-                    "key": key,
+                    **msgspec.structs.asdict(claim),
                     "status_code": status_code,
                     "response": _jsonb(response),
                 },
             )
 
-    async def release_idempotency_key(self, actor: str, key: str) -> None:
+    async def release_idempotency_key(self, claim: KeyClaim) -> None:
         """Forget a claim whose request failed, so that a retry runs it afresh."""
         async with self._connection() as conn:
-            await conn.execute(_RELEASE_KEY, {"actor": actor, "key": key})
+            await conn.execute(_RELEASE_KEY, msgspec.structs.asdict(claim))
+
+    async def forget_idempotency_keys(self, older_than: float) -> int:
+        """Delete the Idempotency-Keys claimed more than `older_than` seconds ago; count them."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(_FORGET_KEYS, (older_than,))
+            return cursor.rowcount
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[DictRow]]:

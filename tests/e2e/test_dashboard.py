@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 import pytest
@@ -39,6 +40,9 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 """Nothing but loopback is reachable: keep Chromium from calling home."""
+
+ON_THE_MACHINE = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Hosts the page may request anything from: nothing outside the machine may be fetched."""
 
 SCREENSHOT_ENV = "BARRIER_DASHBOARD_SCREENSHOT"
 SCREENSHOT_MAX_BYTES = 300_000
@@ -97,7 +101,11 @@ class Dashboard:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.errors: list[str] = []
+        self.requested: list[str] = []
+        """Every URL the page asked for: documents, scripts, styles, fetches and WebSockets."""
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("request", lambda request: self.requested.append(request.url))
+        page.on("websocket", lambda socket: self.requested.append(socket.url))
         self.tiles = page.locator("#tiles > li")
         self.banner = page.locator("#banner")
         self.connection = page.locator("#connection")
@@ -115,6 +123,11 @@ class Dashboard:
 
     def entries(self, barrier_id: int, text: str) -> Locator:
         return self.page.locator(f'#log > li[data-barrier-id="{barrier_id}"]', has_text=text)
+
+    def off_the_machine(self) -> list[str]:
+        """The URLs the page requested from anywhere but this machine (there should be none)."""
+        assert any(url.startswith("ws://") for url in self.requested), "requests are recorded"
+        return [url for url in self.requested if urlsplit(url).hostname not in ON_THE_MACHINE]
 
 
 @pytest.fixture
@@ -215,6 +228,7 @@ async def test_open_a_barrier_and_ride_out_a_disconnect(
             await expect(dashboard.tiles).to_have_count(8)
             await expect(dashboard.status(6)).to_have_text("Opened")
     assert dashboard.errors == []
+    assert dashboard.off_the_machine() == []
 
 
 async def test_states_read_at_a_glance_on_a_screen_and_a_phone(
@@ -273,3 +287,4 @@ async def test_states_read_at_a_glance_on_a_screen_and_a_phone(
         assert len({box["x"] for box in boxes if box is not None}) == 1
         assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert dashboard.errors == []
+    assert dashboard.off_the_machine() == []

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import pytest_asyncio
@@ -23,7 +24,7 @@ from api.views import BarrierView
 from plc.quality import Quality
 from plc.registers import uniform_register_map
 from stack.services import KafkaBroker, free_port
-from store import BarrierStore, EventFilter, StatusCache
+from store import BarrierStore, EventFilter, KeyClaim, StatusCache
 from store.types import (
     BarrierStatus,
     CommandKind,
@@ -184,6 +185,28 @@ async def test_an_idempotency_key_returns_the_first_answer(
     assert sorted(v["actor"] for _, v in sent) == ["admin", "operator"]  # type: ignore[type-var]
 
 
+async def test_a_key_held_by_a_request_that_died_goes_to_a_retry_after_its_lease(
+    store: BarrierStore, kafka_bootstrap: str, db_url: str, redis_url: str, namespace: str
+) -> None:
+    settings = api_settings(
+        kafka_bootstrap, db_url, redis_url, namespace, produce_timeout=0.5, idempotency_lease=2.5
+    )
+    async with serve_api(settings) as api:
+        # A request claimed the key, then its process died before it answered.
+        await store.claim_idempotency_key("operator", "k9", "open 2", lease=60, retention=3600)
+        headers = {**auth("operator"), "Idempotency-Key": "k9"}
+
+        async def retry() -> httpx.Response:
+            return await api.client.post("/barriers/2/open", headers=headers)
+
+        first = await retry()
+        assert (first.status_code, first.json()["error"]) == (409, "request_in_progress")
+        taken = await eventually(retry, lambda r: r.status_code != 409, within=10.0)
+        assert (taken.status_code, taken.json()["status"]) == (202, "opening")
+        again = await retry()
+        assert again.json() == taken.json()
+
+
 async def test_broker_down_answers_503_and_records_nothing(
     store: BarrierStore, db_url: str, redis_url: str, namespace: str, tmp_path: Path
 ) -> None:
@@ -214,7 +237,10 @@ async def test_broker_down_answers_503_and_records_nothing(
                 "redis": "up",
             }
             # The failed request released its key: a retry is a new request, not a replay.
-            assert await store.claim_idempotency_key("operator", "k1", "open 1") is None
+            claim = await store.claim_idempotency_key(
+                "operator", "k1", "open 1", lease=60, retention=3600
+            )
+            assert isinstance(claim, KeyClaim)
 
 
 # -- status ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import msgspec
 import psycopg
 import pytest
 import pytest_asyncio
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from plc.quality import Quality
@@ -30,6 +31,8 @@ from store import (
     BarrierStore,
     CacheUnavailable,
     EventFilter,
+    IdempotentAnswer,
+    KeyClaim,
     NewCommand,
     StatusCache,
     StoreUnavailable,
@@ -538,6 +541,42 @@ async def test_every_page_of_every_history_filter_is_one_index_range(
                     raise AssertionError(f"plan of {page}: {failure}") from None
 
 
+async def test_an_idempotency_key_is_held_answered_taken_over_and_forgotten(
+    store: BarrierStore,
+) -> None:
+    claim = await store.claim_idempotency_key("op", "k1", "open 1", lease=60, retention=3600)
+    assert isinstance(claim, KeyClaim)
+    # Held and unanswered: a retry is told so, whatever request it carries.
+    held = await store.claim_idempotency_key("op", "k1", "open 1", lease=60, retention=3600)
+    assert held == IdempotentAnswer(request="open 1", status_code=None, response=None)
+    other = await store.claim_idempotency_key("ops", "k1", "open 2", lease=60, retention=3600)
+    assert isinstance(other, KeyClaim), "keys are per actor"
+
+    # The holder died: once its lease is over, a retry takes the key over, and the dead
+    # request's late answer or release no longer touches it.
+    taken = await store.claim_idempotency_key("op", "k1", "open 1", lease=0, retention=3600)
+    assert isinstance(taken, KeyClaim)
+    assert taken.claimed_at > claim.claimed_at
+    await store.complete_idempotency_key(claim, 202, {"by": "the dead request"})
+    await store.release_idempotency_key(claim)
+    await store.complete_idempotency_key(taken, 202, {"by": "the retry"})
+    answered = await store.claim_idempotency_key("op", "k1", "open 1", lease=0, retention=3600)
+    assert answered == IdempotentAnswer("open 1", 202, {"by": "the retry"}), (
+        "an answered key is never taken over within its retention"
+    )
+
+    # Past its retention a key is new again, and housekeeping deletes it.
+    reused = await store.claim_idempotency_key("op", "k1", "close 1", lease=60, retention=0)
+    assert isinstance(reused, KeyClaim)
+    await store.release_idempotency_key(reused)
+    assert isinstance(
+        await store.claim_idempotency_key("op", "k1", "close 1", lease=60, retention=3600),
+        KeyClaim,
+    ), "a released key is free at once"
+    assert await store.forget_idempotency_keys(3600) == 0
+    assert await store.forget_idempotency_keys(0) == 2
+
+
 async def test_store_unavailable_when_nothing_listens() -> None:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/barriers"
     began = time.monotonic()
@@ -607,6 +646,37 @@ async def test_cache_subscriber_receives_each_put(cache: StatusCache) -> None:
             first = await anext(records)
             second = await anext(records)
     assert (first, second) == (status(4, BarrierStatus.OPENING), status(4, BarrierStatus.OPENED))
+
+
+async def test_cache_amend_changes_a_record_unless_it_was_written_meanwhile(
+    cache: StatusCache, redis_url: str, namespace: str
+) -> None:
+    pending = PendingCommand(str(uuid.uuid4()), CommandKind.OPEN, "op", CommandState.ACCEPTED)
+
+    def add_pending(record: StatusRecord) -> StatusRecord:
+        return msgspec.structs.replace(record, pending=pending)
+
+    assert await cache.amend(4, add_pending) is None, "no record: nothing to amend"
+    assert await cache.get(4) is None
+    await cache.put(status(4, BarrierStatus.CLOSED))
+    async with cache.subscribe() as records:
+        amended = await cache.amend(4, add_pending)
+        assert amended == msgspec.structs.replace(status(4, BarrierStatus.CLOSED), pending=pending)
+        async with asyncio.timeout(DEADLINE):
+            assert await anext(records) == amended
+    assert await cache.get(4) == amended
+
+    # Another writer (the bridge) stores a newer record between the read and the write: it
+    # stays, and the amendment is dropped.
+    newer = status(4, BarrierStatus.OPENED)
+    with SyncRedis.from_url(redis_url) as bridge:
+
+        def raced(record: StatusRecord) -> StatusRecord:
+            bridge.set(f"{namespace}:4", msgspec.json.encode(newer))
+            return add_pending(record)
+
+        assert await cache.amend(4, raced) is None
+    assert await cache.get(4) == newer
 
 
 def redis_db_url(url: str, db: int) -> str:

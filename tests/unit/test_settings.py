@@ -1,7 +1,8 @@
-"""Bridge settings from the environment."""
+"""Bridge and API settings from the environment."""
 
 import pytest
 
+from api.settings import load_settings as load_api_settings
 from bridge.settings import BridgeSettings, describe_settings, load_settings
 
 pytestmark = pytest.mark.unit
@@ -23,3 +24,9 @@ def test_help_lists_every_variable_with_its_meaning() -> None:
     assert "BRIDGE_KAFKA_BOOTSTRAP" in text
     assert "Seconds after which an unexecuted command expires" in text
     assert text.count("BRIDGE_") == len(BridgeSettings.__struct_fields__)
+
+
+def test_an_idempotency_lease_must_outlast_a_send() -> None:
+    assert load_api_settings({"API_IDEMPOTENCY_LEASE": "10"}).idempotency_lease == 10
+    with pytest.raises(ValueError, match=r"API_IDEMPOTENCY_LEASE .* must exceed"):
+        load_api_settings({"API_IDEMPOTENCY_LEASE": "6", "API_PRODUCE_TIMEOUT": "5"})
