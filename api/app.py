@@ -46,6 +46,7 @@ from api import metrics
 from api.auth import Principal, Role, TokenRegistry
 from api.fast import FastStatus
 from api.live import Broadcaster, TooSlow, Watcher, serve_watcher
+from api.mirror import StatusMirror
 from api.settings import ApiSettings
 from api.views import (
     BarrierList,
@@ -127,7 +128,8 @@ class Adapters:
         self.store: BarrierStore | None = None
         self.cache = StatusCache(settings.redis_url, namespace=settings.cache_namespace)
         self.producer: AsyncProducer | None = None
-        self.broadcaster = Broadcaster(self.cache, settings.stale_after)
+        self.mirror = StatusMirror()
+        self.broadcaster = Broadcaster(self.cache, settings.stale_after, self.mirror)
         self._directory: dict[int, BarrierRow] = {}
         self._directory_read = -DIRECTORY_TTL
         self._housekeeping: asyncio.Task[None] | None = None
@@ -168,6 +170,10 @@ class Adapters:
                 if forgotten:
                     log.info("deleted %d Idempotency-Keys older than %g s", forgotten, retention)
             await asyncio.sleep(min(retention / 4, KEY_EXPIRY_INTERVAL))
+
+    async def status_record(self, barrier_id: int) -> StatusRecord | None:
+        """Barrier `barrier_id`'s cached record (raise CacheUnavailable if Redis is down)."""
+        return await self.mirror.get(barrier_id, self.cache.get)
 
     def db(self) -> BarrierStore:
         """The store (open once started)."""
@@ -321,7 +327,7 @@ class BarrierController(Controller):
         row = await adapters.barrier(barrier_id)
         now = time.time()
         try:
-            record = await adapters.cache.get(barrier_id)
+            record = await adapters.status_record(barrier_id)
         except CacheUnavailable:
             record = None
         if record is not None:
@@ -542,7 +548,9 @@ async def record_acceptance(adapters: NamedDependency[Adapters], command: Comman
 
     try:
         # Only if the bridge has not written meanwhile: its record may already be newer.
-        await adapters.cache.amend(command.barrier_id, show_pending)
+        shown = await adapters.cache.amend(command.barrier_id, show_pending)
+        if shown is not None:
+            adapters.mirror.published(shown)  # this process's next GET shows it already
     except CacheUnavailable as exc:
         log.warning("cache not updated for %s: %s", command.command_id, exc)
 

@@ -94,7 +94,7 @@ class FastStatus:
         try:
             if barrier_id not in await adapters.directory():
                 return None
-            record = await adapters.cache.get(barrier_id)
+            record = await adapters.status_record(barrier_id)
         except (StoreUnavailable, CacheUnavailable):
             return None
         if record is None:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from api.mirror import StatusMirror
 from api.views import BarrierView, view_of_record
 from plc.quality import Quality
 from store import CacheUnavailable, StatusCache
@@ -85,9 +86,10 @@ class Watcher:
 class Broadcaster:
     """Runs the process's one subscription and hands every record to the watchers."""
 
-    def __init__(self, cache: StatusCache, stale_after: float) -> None:
+    def __init__(self, cache: StatusCache, stale_after: float, mirror: StatusMirror) -> None:
         self.cache = cache
         self.stale_after = stale_after
+        self.mirror = mirror
         self.watchers: set[Watcher] = set()
         self.subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,14 +139,18 @@ class Broadcaster:
             try:
                 async with self.cache.subscribe() as records:
                     self.subscribed.set()
+                    self.mirror.subscribed(True)
                     for watcher in self.watchers:
                         watcher.resync()  # it may have missed changes while we were away
                     async for record in records:
+                        self.mirror.published(record)
                         view = view_of_record(record, time.time(), self.stale_after)
                         self._offer(record.barrier_id, view)
             except CacheUnavailable as exc:
                 log.warning("status subscription lost: %s", exc)
-            self.subscribed.clear()
+            finally:
+                self.subscribed.clear()
+                self.mirror.subscribed(False)
             await asyncio.sleep(RESUBSCRIBE_DELAY)
 
 
