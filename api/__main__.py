@@ -11,6 +11,7 @@ import uvicorn
 from api.app import create_app
 from api.auth import TokenConfigError, hash_token
 from api.settings import describe_settings, load_settings
+from store.runtime import tune_garbage_collector
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -38,6 +39,7 @@ def cli(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    tune_garbage_collector()
     uvicorn.run(
         app,
         host=settings.host,

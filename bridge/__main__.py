@@ -15,6 +15,7 @@ from plc.config import RegisterMapError, load_register_map
 from store.cache import StatusCache
 from store.kafka import AsyncProducer
 from store.postgres import BarrierStore
+from store.runtime import tune_garbage_collector
 
 log = logging.getLogger("bridge")
 
@@ -86,6 +87,7 @@ def cli(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    tune_garbage_collector()
     return asyncio.run(main(settings))
 
 

@@ -9,7 +9,6 @@ queues cycles up: missed cycles are counted, not piled on the PLC.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -184,12 +183,18 @@ class EndpointPoller:
     async def _run(self, phase: float) -> None:
         interval, fast = self.settings.interval, self.settings.fast_interval
         next_full = self._monotonic() + phase
+        next_fast = 0.0
         while True:
             # Cleared before deciding, so a boost that comes while we poll is not lost.
             self._wake.clear()
             now = self._monotonic()
-            if now >= next_full:
+            moving = self._fast_barriers(now)
+            fast_due = bool(moving) and now >= next_fast
+            # A full read due before the next fast one would be takes its place, a little
+            # early: a moving barrier is never left unread for longer than `fast`.
+            if now >= next_full or (fast_due and next_full - now < fast):
                 await self.poll_once()
+                next_fast = now + fast
                 next_full += interval
                 finished = self._monotonic()
                 if finished > next_full:
@@ -197,16 +202,17 @@ class EndpointPoller:
                     self.stats.missed_cycles += missed
                     next_full += missed * interval
                 continue
-            moving = self._fast_barriers(now)
-            if moving and next_full - now > fast / 2:
+            if fast_due:
                 points = (p for t in moving for _, p in t.config.points.by_role())
                 await self._poll(moving, plan_reads(self.endpoint, points))
-                wait = min(fast, next_full - self._monotonic())
-            else:
-                wait = next_full - now
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(wait, 0.0)):
+                next_fast = now + fast
+            until = min(next_full, next_fast) if moving else next_full
+            try:
+                async with asyncio.timeout(max(until - self._monotonic(), 0.0)):
                     await self._wake.wait()
+            except TimeoutError:
+                continue
+            next_fast = 0.0  # a boost: read the barrier it names at once
 
     async def poll_once(self) -> list[BarrierSample]:
         """Read every barrier of the endpoint once; return their samples (also sent to the sink)."""
