@@ -77,7 +77,7 @@ from store import (
     StatusCache,
     StoreUnavailable,
 )
-from store.kafka import AsyncProducer, KafkaUnavailable
+from store.kafka import AsyncProducer, DeliveryUnknown, KafkaUnavailable
 from store.types import (
     BarrierStatus,
     CommandKind,
@@ -443,24 +443,20 @@ async def submit(
     )
     assert adapters.producer is not None
     try:
-        # The producer's own timeout ends every send with a delivery report: a failure means
-        # the command was abandoned, never sent later. The outer deadline is a last guard.
-        async with asyncio.timeout(adapters.producer.deadline + 1.0):
-            await adapters.producer.send(
-                adapters.settings.commands_topic,
-                encode_command(command),
-                key=command_key(barrier_id),
-            )
-    except KafkaUnavailable:
-        if claim is not None:
-            with contextlib.suppress(StoreUnavailable):
-                await adapters.db().release_idempotency_key(claim)
-        raise ApiError(503, "broker_unavailable", BROKER_DOWN) from None
-    except TimeoutError:
+        await adapters.producer.send(
+            adapters.settings.commands_topic, encode_command(command), key=command_key(barrier_id)
+        )
+    except DeliveryUnknown:
         # Whether the command went is unknown: keep the key claimed (a retry is told the
         # request is in progress until its lease ends) rather than risk sending it twice.
         log.error("no delivery report for %s within the deadline", command.command_id)
         raise ApiError(503, "broker_unavailable", BROKER_UNKNOWN) from None
+    except KafkaUnavailable:
+        # The producer gave up on it: abandoned, never delivered later.
+        if claim is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await adapters.db().release_idempotency_key(claim)
+        raise ApiError(503, "broker_unavailable", BROKER_DOWN) from None
     metrics.commands_accepted.labels(kind.value).inc()
     await record_acceptance(adapters, command)
     moving = BarrierStatus.OPENING if kind is CommandKind.OPEN else BarrierStatus.CLOSING

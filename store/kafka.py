@@ -40,6 +40,10 @@ class KafkaUnavailable(Exception):
     """The broker did not acknowledge in time, or refused."""
 
 
+class DeliveryUnknown(KafkaUnavailable):
+    """No delivery report came within the deadline: the record may still be delivered."""
+
+
 class Record(msgspec.Struct, frozen=True):
     """One consumed record."""
 
@@ -102,8 +106,7 @@ class AsyncProducer:
             }
         )
         self.deadline = timeout + REPORT_SLACK
-        """Seconds within which every `send` ends. A caller that stops waiting sooner cannot
-        tell whether the record went: librdkafka may still deliver it."""
+        """Seconds within which librdkafka reports on every record; `send` waits no longer."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
         self._thread.start()
@@ -118,7 +121,8 @@ class AsyncProducer:
         """Produce one record and wait for its delivery report; return its (partition, offset).
 
         Raise KafkaUnavailable if the record was refused, or the broker did not acknowledge it
-        within the timeout and librdkafka gave up on it.
+        within the timeout and librdkafka gave up on it; DeliveryUnknown (a KafkaUnavailable)
+        if no report came within `deadline`, when whether it went cannot be told.
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[int, int]] = loop.create_future()
@@ -136,7 +140,11 @@ class AsyncProducer:
             self._producer.produce(topic, value=value, key=key, on_delivery=delivered, **extra)
         except (KafkaException, BufferError) as exc:
             raise KafkaUnavailable(f"{topic}: {exc}") from exc
-        return await done
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await done
+        except TimeoutError:
+            raise DeliveryUnknown(f"{topic}: no delivery report in {self.deadline} s") from None
 
     async def ping(self) -> None:
         """Raise KafkaUnavailable unless the broker answers a metadata request."""
